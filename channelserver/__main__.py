@@ -1,0 +1,63 @@
+"""``python -m channelserver module:application [options]``; also the ``channelserver`` script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Config, add_arguments, config_from_args
+from .errors import ConfigError, StartupError
+from .importer import import_app
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="channelserver",
+        description="Serve an ASGI application (Django Channels, Strawberry, any ASGI 3 app).",
+    )
+    parser.add_argument("application", help="The ASGI application, as 'module:attribute'.")
+    parser.add_argument("--version", action="version", version=f"channelserver {__version__}")
+    add_arguments(parser)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger("channelserver")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        parser.exit(2, f"channelserver: error: {exc}\n")
+    configure_logging(config.log_level)
+    log = logging.getLogger("channelserver.error")
+    try:
+        app = import_app(args.application)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 3
+    if config.workers > 1 or config.max_requests:
+        from .supervisor.multiprocess import Supervisor
+
+        return Supervisor(config, args.application).run()
+    from .server.server import run
+
+    return run(config, app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

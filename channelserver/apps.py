@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ChannelServerConfig(AppConfig):
+    name = "channelserver"
+    verbose_name = "channelserver"

@@ -1,0 +1,366 @@
+"""Every server setting, defined once.
+
+``Config`` is one frozen dataclass. Each field carries its type, default, unit, help text
+and command-line flag in its metadata (see :func:`option`). The ``python -m channelserver``
+parser, the ``runchannelserver`` options, the ``settings.CHANNELSERVER`` keys and
+``docs/settings.md`` are all generated from these fields, so a setting is added in exactly
+one place. Unknown keys are errors that name the key and the closest valid one.
+
+Stdlib only: this module is imported by every layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args, get_type_hints
+
+from .errors import ConfigError
+
+__all__ = ["Config", "Option", "add_arguments", "config_from_args", "options"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """What the generators need to know about one Config field."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    unit: str
+    flag: str
+    choices: tuple[str, ...] | None
+    #: Shown in docs and --help only; settings and flags still accept it.
+    group: str
+
+    @property
+    def is_bool(self) -> bool:
+        return self.type is bool
+
+    @property
+    def default_text(self) -> str:
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default) or "none"
+        if self.default == "":
+            return ""
+        return str(self.default)
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    unit: str = "",
+    group: str = "server",
+    default_factory: Any = None,
+) -> Any:
+    metadata = {"help": help, "unit": unit, "group": group}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _default_workers() -> int:
+    value = os.environ.get("WEB_CONCURRENCY", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of one channelserver run. Frozen: build a new one with ``replace``."""
+
+    # -- where to listen -------------------------------------------------------------
+    host: str = option("127.0.0.1", "Interface to bind.", group="socket")
+    port: int = option(
+        8000, "Port to bind; 0 picks a free port (the log names it).", group="socket"
+    )
+    uds: str | None = option(None, "Bind to this Unix domain socket path instead.", group="socket")
+    fd: int | None = option(None, "Serve on this already-bound socket file descriptor.", group="socket")
+    backlog: int = option(2048, "Listen queue length.", unit="connections", group="socket")
+
+    # -- the application ------------------------------------------------------------
+    root_path: str = option(
+        "", "ASGI root_path: the mount point when served under a path prefix.", group="app"
+    )
+    lifespan: Literal["auto", "on", "off"] = option(
+        "auto",
+        "Lifespan protocol: 'auto' uses it when the app supports it and goes on quietly "
+        "when it does not (Django and Channels routers); 'on' makes a failure fatal.",
+        group="app",
+    )
+    loop: Literal["auto", "asyncio", "uvloop"] = option(
+        "auto", "Event loop: 'auto' uses uvloop when it is installed.", group="app"
+    )
+    app_close_timeout: float = option(
+        10.0,
+        "How long an app instance may take to return after it was handed its disconnect; "
+        "then it is cancelled and logged.",
+        unit="seconds",
+        group="app",
+    )
+
+    # -- logging ---------------------------------------------------------------------
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = option(
+        "info", "Log level of the channelserver loggers.", group="logging"
+    )
+    access_log: bool = option(True, "Write one access-log line per request and WebSocket.", group="logging")
+
+    # -- HTTP --------------------------------------------------------------------------
+    keep_alive_timeout: float = option(
+        5.0, "Close an idle keep-alive connection after this long.", unit="seconds", group="http"
+    )
+    h11_max_incomplete_event_size: int = option(
+        16384,
+        "Largest request line plus headers accepted; larger gets 431.",
+        unit="bytes",
+        group="http",
+    )
+    server_header: bool = option(True, "Send a 'server: channelserver' header.", group="http")
+    date_header: bool = option(True, "Send a 'date' header.", group="http")
+
+    # -- WebSocket -------------------------------------------------------------------
+    ws_max_size: int = option(
+        16 * 1024 * 1024,
+        "Largest WebSocket message accepted; larger closes with 1009.",
+        unit="bytes",
+        group="websocket",
+    )
+    ws_ping_interval: float | None = option(
+        20.0,
+        "Send a ping after this long without traffic from the peer; unset turns it off.",
+        unit="seconds",
+        group="websocket",
+    )
+    ws_ping_timeout: float | None = option(
+        20.0,
+        "Close with 1011 when the pong does not come within this long.",
+        unit="seconds",
+        group="websocket",
+    )
+    ws_per_message_deflate: bool = option(
+        True, "Offer permessage-deflate compression (RFC 7692).", group="websocket"
+    )
+    ws_close_timeout: float = option(
+        5.0,
+        "After sending a close frame, wait this long for the peer's before dropping the socket.",
+        unit="seconds",
+        group="websocket",
+    )
+
+    # -- lifecycle -------------------------------------------------------------------
+    graceful_timeout: float = option(
+        30.0,
+        "On shutdown, how long in-flight requests and busy WebSockets may take to finish.",
+        unit="seconds",
+        group="lifecycle",
+    )
+    workers: int = option(
+        1,
+        "Worker processes sharing the listening socket (default: $WEB_CONCURRENCY, else 1).",
+        group="lifecycle",
+        default_factory=_default_workers,
+    )
+    max_requests: int | None = option(
+        None,
+        "Replace a worker after it served this many requests and connections.",
+        unit="requests",
+        group="lifecycle",
+    )
+    max_requests_jitter: int = option(
+        0,
+        "Add up to this many to max_requests, per worker, so workers do not restart together.",
+        unit="requests",
+        group="lifecycle",
+    )
+
+    # -- proxies -----------------------------------------------------------------------
+    proxy_headers: bool = option(
+        False,
+        "Trust X-Forwarded-For/-Proto/-Host and Forwarded from forwarded_allow_ips.",
+        group="proxy",
+    )
+    forwarded_allow_ips: tuple[str, ...] = option(
+        ("127.0.0.1", "::1"),
+        "Peers whose proxy headers are trusted (comma-separated; '*' trusts all).",
+        group="proxy",
+        default_factory=lambda: ("127.0.0.1", "::1"),
+    )
+
+    def __post_init__(self) -> None:
+        for opt in options():
+            value = getattr(self, opt.name)
+            if opt.choices is not None and value not in opt.choices:
+                raise ConfigError(
+                    f"{opt.name}={value!r} is not one of: {', '.join(opt.choices)}"
+                )
+        for name in ("port", "backlog", "h11_max_incomplete_event_size", "ws_max_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port={self.port!r} is not between 0 and 65535")
+        if self.workers < 1:
+            raise ConfigError(f"workers={self.workers!r} must be at least 1")
+        for name in ("app_close_timeout", "graceful_timeout", "keep_alive_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
+
+    # -- building -----------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Config:
+        """Build from a mapping of field names (``settings.CHANNELSERVER``, say).
+
+        An unknown key is a :class:`ConfigError` naming it and the closest valid key.
+        """
+        known = {opt.name: opt for opt in options()}
+        converted: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(unknown_key_message(key, source))
+            converted[key] = coerce(known[key], value)
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def bind_description(self) -> str:
+        if self.uds:
+            return f"unix:{self.uds}"
+        if self.fd is not None:
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def unknown_key_message(key: str, source: str) -> str:
+    names = [opt.name for opt in options()]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+    return f"unknown key {key!r} in {source}{hint}"
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(base type, optional) of a field annotation."""
+    args = get_args(tp)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def options() -> Iterator[Option]:
+    """The settings, in definition order."""
+    hints = get_type_hints(Config)
+    for f in fields(Config):
+        base, _ = _unwrap(hints[f.name])
+        choices = tuple(get_args(base)) if getattr(base, "__origin__", None) is Literal else None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()  # type: ignore[misc]
+        yield Option(
+            name=f.name,
+            type=str if choices else base,
+            default=default,
+            help=f.metadata["help"],
+            unit=f.metadata["unit"],
+            flag="--" + f.name.replace("_", "-"),
+            choices=choices,
+            group=f.metadata["group"],
+        )
+
+
+def coerce(opt: Option, value: Any) -> Any:
+    """Turn a settings value or a flag string into the field's type, or raise ConfigError."""
+    hints = get_type_hints(Config)
+    _, optional = _unwrap(hints[opt.name])
+    if value is None or (optional and isinstance(value, str) and value.lower() in {"", "none"}):
+        if optional:
+            return None
+        raise ConfigError(f"{opt.name} may not be None")
+    try:
+        if opt.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError
+        if opt.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if opt.type is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if opt.name == "forwarded_allow_ips":
+            if isinstance(value, str):
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            return tuple(str(v) for v in value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        kind = {bool: "a boolean", int: "an integer", float: "a number"}.get(opt.type, "a string")
+        raise ConfigError(f"{opt.name}={value!r} is not {kind}") from None
+
+
+# -- command line generation ---------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    """Add one flag per Config field. Defaults are left unset (None) so a caller can tell
+    "given on the command line" from "not given" and layer settings underneath."""
+    groups: dict[str, Any] = {}
+    for opt in options():
+        if opt.name in skip:
+            continue
+        group = groups.get(opt.group)
+        if group is None:
+            group = groups[opt.group] = parser.add_argument_group(f"{opt.group} options")
+        text = opt.help + (f" [{opt.unit}]" if opt.unit else "") + f" (default: {opt.default_text})"
+        if opt.is_bool:
+            group.add_argument(
+                opt.flag,
+                dest=opt.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=text,
+            )
+        else:
+            group.add_argument(
+                opt.flag,
+                dest=opt.name,
+                default=None,
+                metavar=opt.name.upper(),
+                choices=opt.choices,
+                help=text,
+            )
+
+
+def values_from_args(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The Config values given on a command line (flags not given are left out)."""
+    given: dict[str, Any] = {}
+    for opt in options():
+        value = getattr(namespace, opt.name, None)
+        if value is not None:
+            given[opt.name] = coerce(opt, value)
+    return given
+
+
+def config_from_args(namespace: argparse.Namespace, base: Mapping[str, Any] | None = None) -> Config:
+    """Settings ``base`` (already validated names) overridden by the flags given."""
+    values: dict[str, Any] = dict(base or {})
+    values.update(values_from_args(namespace))
+    return Config.from_mapping(values, source="command line")

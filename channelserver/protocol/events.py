@@ -1,0 +1,88 @@
+"""What the pure machines ask the I/O layer to do.
+
+The machines in this package take inputs (peer bytes, EOF, an app message, "the app
+returned", "a timer fired") and return a list of these actions. ``server/`` executes them
+in order. They are plain data: tests read them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Action",
+    "CancelTimer",
+    "CloseTransport",
+    "Deliver",
+    "Log",
+    "SetTimer",
+    "StartApp",
+    "Upgrade",
+    "Write",
+]
+
+
+@dataclass(slots=True)
+class Write:
+    """Send these bytes to the peer."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class CloseTransport:
+    """Close the socket once everything written has been flushed."""
+
+
+@dataclass(slots=True)
+class StartApp:
+    """Start one ASGI application instance for ``cycle`` with ``scope``."""
+
+    cycle: Any
+    scope: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Deliver:
+    """Queue ``message`` for the app instance of ``cycle`` (returned by its ``receive()``)."""
+
+    cycle: Any
+    message: dict[str, Any]
+
+
+@dataclass(slots=True)
+class SetTimer:
+    """Fire ``timer_fired(name)`` after ``delay`` seconds, replacing a timer of that name."""
+
+    name: str
+    delay: float
+
+
+@dataclass(slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(slots=True)
+class Log:
+    """One log line. ``level`` is a logging level name ('warning', 'info', ...)."""
+
+    level: str
+    message: str
+    #: "error" for the error log, "access" for the access log.
+    logger: str = "error"
+    #: The exception whose traceback belongs with the line, if any.
+    exc: BaseException | None = None
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """The HTTP connection becomes a WebSocket: hand ``request`` and the bytes that came
+    after it to the WebSocket machine."""
+
+    request: Any
+    trailing_data: bytes
+
+
+Action = Write | CloseTransport | StartApp | Deliver | SetTimer | CancelTimer | Log | Upgrade

@@ -1,0 +1,345 @@
+"""One HTTP/1.1 connection: h11 on the wire, one :class:`HTTPCycle` per request.
+
+Inputs: :meth:`receive_data` (peer bytes), :meth:`eof` (peer gone), :meth:`app_send`,
+:meth:`app_failed`, :meth:`app_returned`, :meth:`timer_fired`, :meth:`app_wants_body`
+(the app awaits ``receive()``: time to send ``100 Continue``), :meth:`shutdown`.
+Outputs: lists of :mod:`.events` actions.
+
+Rules kept here:
+
+- requests are answered one at a time, in order; a pipelined request is parsed only after
+  the response before it is complete (h11 pauses), so it is answered in order;
+- keep-alive: after a complete response the next cycle starts unless either side asked
+  to close; an idle connection is closed after ``keep_alive_timeout``;
+- ``Expect: 100-continue`` is answered when the app first asks for the body;
+- a WebSocket upgrade request is handed over as :class:`Upgrade` with the bytes after it;
+- a request h11 cannot parse gets the status h11 suggests (400, 431, ...) and a close;
+- HEAD responses carry no body; a whole response sent in one body message gets a
+  ``content-length`` when the app did not set one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import h11
+
+from ..errors import ASGIProtocolError
+from .asgi_http import HTTPCycle, State
+from .events import (
+    Action,
+    CancelTimer,
+    CloseTransport,
+    Deliver,
+    Log,
+    SetTimer,
+    StartApp,
+    Upgrade,
+    Write,
+)
+from .scope import http_scope
+
+__all__ = ["HTTPConnection"]
+
+KEEP_ALIVE = "keep_alive"
+
+_DISCONNECT = {"type": "http.disconnect"}
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+_REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
+
+
+def _is_websocket_upgrade(request: h11.Request) -> bool:
+    upgrade = connection = False
+    for name, value in request.headers:
+        if name == b"upgrade":
+            upgrade = value.lower() == b"websocket"
+        elif name == b"connection":
+            connection = b"upgrade" in value.lower()
+    return upgrade and connection
+
+
+def plain_response(status: int, text: str, *, close: bool = True) -> h11.Response:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text.encode()))]
+    if close:
+        headers.append((b"connection", b"close"))
+    return h11.Response(status_code=status, headers=headers, reason=_PHRASES.get(status, "").encode())
+
+
+class HTTPConnection:
+    """The HTTP/1.1 side of one TCP connection."""
+
+    def __init__(
+        self,
+        *,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        scheme: str = "http",
+        root_path: str = "",
+        state: dict[str, Any] | None = None,
+        keep_alive_timeout: float = 5.0,
+        max_incomplete_event_size: int = 16384,
+        default_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+        extensions: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self.client = client
+        self.server = server
+        self.client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
+        self.scheme = scheme
+        self.root_path = root_path
+        self.state = state
+        self.keep_alive_timeout = keep_alive_timeout
+        self.default_headers = default_headers
+        self.extensions = extensions
+        #: The cycle whose request h11 is reading (or whose response is being written).
+        self.cycle: HTTPCycle | None = None
+        #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
+        self.closing = False
+        self.closed = False
+
+    # -- inputs --------------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        """The connection was made."""
+        return [SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        if self.closed:
+            return []
+        self.h11.receive_data(data)
+        return self._next_events([])
+
+    def eof(self) -> list[Action]:
+        """The peer closed its side or the transport was lost."""
+        actions: list[Action] = []
+        cycle = self.cycle
+        if cycle is not None and cycle.disconnect():
+            actions.append(Deliver(cycle, _DISCONNECT))
+        if not self.closed:
+            self.closed = True
+            actions.append(CloseTransport())
+        return actions
+
+    def app_got_disconnect(self, cycle: HTTPCycle) -> None:
+        pass
+
+    def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
+        if cycle is self.cycle and self.h11.they_are_waiting_for_100_continue:
+            return [Write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
+        return []
+
+    def app_send(self, cycle: HTTPCycle, message: Any) -> list[Action]:
+        """Raises ``ASGIProtocolError`` on misuse, ``ClientDisconnected`` once the peer left."""
+        what, value = cycle.on_app_message(message)
+        if what == "start":
+            return []
+        body, more = value
+        h11conn = self.h11
+        out: list[bytes] = []
+        pending = cycle.pending_start
+        if pending is not None:
+            cycle.pending_start = None
+            out.append(self._send_head(cycle, pending, None if more else len(body)))
+        if body and not cycle.head_only:
+            try:
+                data = h11conn.send(h11.Data(data=body))
+            except h11.LocalProtocolError as exc:
+                raise ASGIProtocolError(f"http.response.body: {exc} ({cycle.where})") from None
+            if data:
+                out.append(data)
+            cycle.body_sent += len(body)
+        actions: list[Action] = []
+        if not more:
+            try:
+                end = h11conn.send(h11.EndOfMessage())
+            except h11.LocalProtocolError as exc:
+                cycle.state = State.RESPONSE
+                raise ASGIProtocolError(
+                    f"http.response.body: {exc}: the body is shorter than the content-length "
+                    f"header says ({cycle.where})"
+                ) from None
+            if end:
+                out.append(end)
+            actions.append(Write(b"".join(out)))
+            actions.append(Deliver(cycle, _DISCONNECT))
+            self._response_complete(actions)
+        elif out:
+            actions.append(Write(b"".join(out) if len(out) > 1 else out[0]))
+        return actions
+
+    def app_failed(self, cycle: HTTPCycle) -> list[Action]:
+        """The app misused ASGI or raised: answer 500 if nothing was sent, else close."""
+        if cycle.state is State.REQUEST or (cycle.state is State.RESPONSE and cycle.pending_start is not None):
+            cycle.state = State.COMPLETE
+            cycle.pending_start = None
+            if cycle is self.cycle and self.h11.our_state is h11.SEND_RESPONSE:
+                actions: list[Action] = [Write(self._error_bytes(500, "Internal Server Error\n"))]
+                actions.append(Deliver(cycle, _DISCONNECT))
+                self._response_complete(actions)
+                return actions
+            return []
+        if cycle.state is State.RESPONSE:
+            cycle.state = State.COMPLETE
+            return self._close()
+        return []
+
+    def app_returned(self, cycle: HTTPCycle, exc: BaseException | None) -> list[Action]:
+        """The app instance of ``cycle`` returned (``exc`` None) or raised ``exc``."""
+        state = cycle.state
+        if state is State.COMPLETE or state is State.DISCONNECTED:
+            return []
+        if exc is None:
+            if state is State.REQUEST:
+                text = "returned without starting a response; sent 500"
+            else:
+                text = "returned without completing the response; closed the connection"
+            return [Log("error", f"ASGI app {text} ({cycle.where})"), *self.app_failed(cycle)]
+        return self.app_failed(cycle)
+
+    def timer_fired(self, name: str) -> list[Action]:
+        if name == KEEP_ALIVE and self.cycle is None and not self.closed:
+            return self._close()
+        return []
+
+    def shutdown(self) -> list[Action]:
+        """Server shutdown: close if idle, else finish the current response with
+        ``connection: close``."""
+        self.closing = True
+        if self.cycle is None and not self.closed:
+            return self._close()
+        return []
+
+    @property
+    def idle(self) -> bool:
+        return self.cycle is None
+
+    # -- internals -----------------------------------------------------------------------
+    def _close(self) -> list[Action]:
+        if self.closed:
+            return []
+        self.closed = True
+        return [CloseTransport()]
+
+    def _send_head(
+        self,
+        cycle: HTTPCycle,
+        pending: tuple[int, list[tuple[bytes, bytes]]],
+        whole_length: int | None,
+    ) -> bytes:
+        status, headers = pending
+        if whole_length is not None and status not in (204, 304) and not 100 <= status < 200:
+            for name, _ in headers:
+                lname = name.lower()
+                if lname == b"content-length" or lname == b"transfer-encoding":
+                    break
+            else:
+                headers = [*headers, (b"content-length", b"%d" % whole_length)]
+        headers = [*self.default_headers(), *headers]
+        if self.closing:
+            headers.append((b"connection", b"close"))
+        try:
+            response = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+            return self.h11.send(response) or b""
+        except h11.LocalProtocolError as exc:
+            cycle.state = State.REQUEST
+            raise ASGIProtocolError(f"http.response.start: {exc} ({cycle.where})") from None
+
+    def _response_complete(self, actions: list[Action]) -> None:
+        h11conn = self.h11
+        self.cycle = None
+        if h11conn.our_state is h11.DONE and h11conn.their_state is h11.DONE and not self.closing:
+            h11conn.start_next_cycle()
+            actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
+            self._next_events(actions)
+        else:
+            actions.extend(self._close())
+
+    def _error_bytes(self, status: int, text: str) -> bytes:
+        try:
+            h11conn = self.h11
+            data = h11conn.send(plain_response(status, text)) or b""
+            data += h11conn.send(h11.Data(data=text.encode())) or b""
+            data += h11conn.send(h11.EndOfMessage()) or b""
+            return data
+        except h11.LocalProtocolError:
+            return b""
+
+    def _bad_request(self, exc: h11.RemoteProtocolError, actions: list[Action]) -> list[Action]:
+        status = exc.error_status_hint
+        reason = str(exc) or "malformed request"
+        actions.append(Log("warning", f"Invalid HTTP request from {self.client_text}: {reason} (answered {status})"))
+        cycle = self.cycle
+        if cycle is not None:
+            if cycle.disconnect():
+                actions.append(Deliver(cycle, _DISCONNECT))
+        elif self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            actions.append(Write(self._error_bytes(status, f"{_PHRASES.get(status, 'Error')}: {reason}\n")))
+        self.cycle = None
+        actions.extend(self._close())
+        return actions
+
+    def _next_events(self, actions: list[Action]) -> list[Action]:
+        h11conn = self.h11
+        body: list[bytes] = []
+        while True:
+            try:
+                event = h11conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                return self._bad_request(exc, actions)
+            etype = type(event)
+            if etype is h11.Data:
+                body.append(event.data)  # type: ignore[union-attr]
+            elif etype is h11.EndOfMessage:
+                cycle = self.cycle
+                if cycle is not None:
+                    data = b"".join(body) if len(body) != 1 else body[0]
+                    body = []
+                    actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
+            elif etype is h11.Request:
+                request: h11.Request = event  # type: ignore[assignment]
+                if _is_websocket_upgrade(request) and request.method == b"GET":
+                    actions.append(CancelTimer(KEEP_ALIVE))
+                    return self._upgrade(request, actions)
+                cycle = HTTPCycle(request.method, request.target, self.client_text)
+                self.cycle = cycle
+                scope = http_scope(
+                    method=request.method,
+                    target=request.target,
+                    http_version=request.http_version,
+                    headers=list(request.headers),
+                    scheme=self.scheme,
+                    server=self.server,
+                    client=self.client,
+                    root_path=self.root_path,
+                    state=self.state,
+                    extensions=self.extensions() if self.extensions else None,
+                )
+                actions.append(CancelTimer(KEEP_ALIVE))
+                actions.append(StartApp(cycle, scope))
+            elif event is h11.NEED_DATA or event is h11.PAUSED:
+                break
+            elif etype is h11.ConnectionClosed:
+                actions.extend(self.eof())
+                break
+        if body and self.cycle is not None:
+            data = b"".join(body) if len(body) != 1 else body[0]
+            actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))
+        return actions
+
+    def _upgrade(self, request: h11.Request, actions: list[Action]) -> list[Action]:
+        h11conn = self.h11
+        # A GET has no body: the next events are EndOfMessage, then PAUSED while the
+        # switch is proposed. Whatever the client sent after the request is ours.
+        while True:
+            try:
+                event = h11conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                return self._bad_request(exc, actions)
+            if event is h11.PAUSED or event is h11.NEED_DATA:
+                break
+        trailing, _closed = h11conn.trailing_data
+        self.closed = True  # this machine is done; the WebSocket machine takes over
+        actions.append(Upgrade(request, bytes(trailing)))
+        return actions

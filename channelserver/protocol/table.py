@@ -1,0 +1,65 @@
+"""The shape shared by the ASGI cycle machines: one transition table per machine.
+
+A table maps ``(state, message kind) -> next state``. A message kind is the message's
+``type``, except where the table needs to tell two variants apart (a final body part from
+one with ``more_body``): :func:`misuse` turns a missing entry into the exact error text.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from ..errors import ASGIProtocolError
+
+Table = Mapping[tuple[enum.Enum, str], enum.Enum]
+
+
+def allowed(table: Table, state: enum.Enum) -> list[str]:
+    kinds: list[str] = []
+    for (from_state, kind), _ in table.items():
+        name = kind.split("#", 1)[0]
+        if from_state is state and name not in kinds:
+            kinds.append(name)
+    return kinds
+
+
+def join_or(names: list[str]) -> str:
+    if not names:
+        return "no further message"
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def misuse(table: Table, state: enum.Enum, message_type: object, where: str) -> ASGIProtocolError:
+    """``websocket.send not allowed in state CONNECTING; expected websocket.accept,
+    websocket.close or websocket.http.response.start (GET /ws/ from 127.0.0.1:53122)``"""
+    return ASGIProtocolError(
+        f"{message_type} not allowed in state {state.name}; "
+        f"expected {join_or(allowed(table, state))} ({where})"
+    )
+
+
+def bad_field(message_type: str, key: str, expected: str, value: object, where: str) -> ASGIProtocolError:
+    return ASGIProtocolError(
+        f"{message_type} '{key}' must be {expected}, got {type(value).__name__} {value!r:.80} ({where})"
+    )
+
+
+def check_headers(message_type: str, headers: object, where: str) -> list[tuple[bytes, bytes]]:
+    """ASGI headers: an iterable of [name, value] byte-string pairs."""
+    result: list[tuple[bytes, bytes]] = []
+    try:
+        items = list(headers)  # type: ignore[call-overload]
+    except TypeError:
+        raise bad_field(message_type, "headers", "an iterable of [name, value] pairs", headers, where) from None
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise bad_field(message_type, "headers", "[name, value] pairs", item, where) from None
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise bad_field(message_type, "headers", "pairs of bytes", item, where)
+        result.append((name, value))
+    return result

@@ -1,0 +1,488 @@
+"""One WebSocket connection: wsproto on the wire, :class:`WebSocketCycle` for the app.
+
+Built from the h11 upgrade request. Inputs: :meth:`start`, :meth:`receive_data`,
+:meth:`eof`, :meth:`app_send`, :meth:`app_got_disconnect` (the app's ``receive()`` just
+returned ``websocket.disconnect``), :meth:`app_failed`, :meth:`app_returned`,
+:meth:`timer_fired`, :meth:`shutdown`. Outputs: lists of :mod:`.events` actions.
+
+Rules kept here:
+
+- the handshake is checked by wsproto before the app starts; a bad one gets the status
+  wsproto suggests (400, or 426 with ``Sec-WebSocket-Version: 13``) and the app never runs;
+- frames that arrive before the app accepted are held, then fed in order after accept;
+- ping is answered with pong; pong (solicited or not, empty or not) only proves the peer
+  alive: neither reaches the app;
+- fragmented messages are joined; a message over ``max_size`` closes with 1009;
+- a protocol error from the peer closes with the code wsproto names (1002, 1007, ...);
+- EOF without a close frame is ``websocket.disconnect`` with 1006;
+- keepalive: a ping is sent only after a ping interval with nothing heard from the peer;
+  no pong within the ping timeout closes with 1011 and tells the app;
+- after sending a close frame the peer has ``close_timeout`` to answer before the
+  socket is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from ..errors import ASGIProtocolError
+from .asgi_websocket import State, WebSocketCycle
+from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
+from .scope import websocket_scope
+from .table import bad_field, check_headers
+
+__all__ = ["WebSocketConnection"]
+
+PING = "ping"
+PONG = "pong_deadline"
+CLOSE = "close_handshake"
+
+ABNORMAL = 1006
+
+
+class WebSocketConnection:
+    def __init__(
+        self,
+        request: h11.Request,
+        trailing_data: bytes,
+        *,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        scheme: str = "http",
+        root_path: str = "",
+        state: dict[str, Any] | None = None,
+        max_size: int = 16 * 1024 * 1024,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 5.0,
+        per_message_deflate: bool = True,
+        default_headers: Any = list,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        self.request = request
+        self.client = client
+        self.server = server
+        client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
+        target = request.target.decode("ascii", "replace")
+        self.cycle = WebSocketCycle(f"WebSocket {target} from {client_text}")
+        self.client_text = client_text
+        self.scheme = scheme
+        self.root_path = root_path
+        self.state = state
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.per_message_deflate = per_message_deflate
+        self.default_headers = default_headers
+        self.extensions = extensions
+        self.handshake = H11Handshake(ConnectionType.SERVER)
+        self.ws: Connection | None = None
+        #: Bytes that came before the app accepted; fed to wsproto after accept.
+        self.held = bytearray(trailing_data)
+        self.eof_seen = False
+        self.closed = False
+        #: Parts of a fragmented message being received, and their size.
+        self.parts: list[Any] = []
+        self.parts_size = 0
+        #: Heard from the peer since the last ping tick.
+        self.heard = False
+        self.awaiting_pong = False
+        #: The close code the app's ``websocket.disconnect`` carries.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.offered_subprotocols: list[str] = []
+
+    # -- inputs --------------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        request = self.request
+        try:
+            self.handshake.initiate_upgrade_connection(list(request.headers), request.target)
+            ws_request = next(e for e in self.handshake.events() if isinstance(e, Request))
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
+            text = f"{exc}\n".encode()
+            data = self.handshake.send(
+                RejectConnection(
+                    status_code=hint.status_code,
+                    headers=[*hint.headers, (b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+                    has_body=True,
+                )
+            ) + self.handshake.send(RejectData(data=text, body_finished=True))
+            self.closed = True
+            return [
+                Log("warning", f"Rejected WebSocket handshake from {self.client_text}: {exc} (answered {hint.status_code})"),
+                Write(data),
+                CloseTransport(),
+            ]
+        self.offered_subprotocols = list(ws_request.subprotocols)
+        scope = websocket_scope(
+            target=request.target,
+            http_version=request.http_version,
+            headers=list(request.headers),
+            scheme=self.scheme,
+            server=self.server,
+            client=self.client,
+            root_path=self.root_path,
+            subprotocols=self.offered_subprotocols,
+            state=self.state,
+            extensions=self.extensions,
+        )
+        return [StartApp(self.cycle, scope), Deliver(self.cycle, {"type": "websocket.connect"})]
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        ws = self.ws
+        if ws is None:
+            if not self.closed:
+                self.held += data
+            return []
+        self.heard = True
+        ws.receive_data(data)
+        return self._events([])
+
+    def eof(self) -> list[Action]:
+        self.eof_seen = True
+        actions: list[Action] = []
+        self._peer_gone(actions, ABNORMAL, "")
+        if not self.closed:
+            self.closed = True
+            actions.append(CloseTransport())
+        return actions
+
+    def app_got_disconnect(self, cycle: WebSocketCycle) -> None:
+        self.cycle.disconnect_delivered = True
+
+    def app_send(self, cycle: WebSocketCycle, message: Any) -> list[Action]:
+        result = cycle.on_app_message(message)
+        if result is None:
+            return []
+        mtype, old, new = result
+        if mtype == "websocket.send":
+            return self._send_message(message)
+        if mtype == "websocket.accept":
+            return self._accept(message)
+        if mtype == "websocket.close":
+            if old is State.HANDSHAKE:
+                return self._reject(403, [], b"", more=False, quiet=True)
+            if old is State.CONNECTED:
+                return self._close(self._close_code(message), self._close_reason(message))
+            return []
+        if mtype == "websocket.http.response.start":
+            status = message.get("status")
+            if type(status) is not int or not 200 <= status <= 999 or status == 101:
+                cycle.state = old
+                raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, cycle.where)
+            headers = check_headers(mtype, message.get("headers", ()), cycle.where)
+            self._pending_denial = (status, headers)
+            return []
+        # websocket.http.response.body
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray)):
+            raise bad_field(mtype, "body", "bytes", body, cycle.where)
+        more = new is State.RESPONSE
+        pending = getattr(self, "_pending_denial", None)
+        if pending is not None:
+            self._pending_denial = None
+            status, headers = pending
+            return self._reject(status, headers, bytes(body), more=more, quiet=True)
+        data = self.handshake.send(RejectData(data=bytes(body), body_finished=not more))
+        actions: list[Action] = [Write(data)]
+        if not more:
+            self._finish_denial(actions)
+        return actions
+
+    def app_failed(self, cycle: WebSocketCycle | None = None) -> list[Action]:
+        """The app misused ASGI or raised: 500 before accept, close 1011 after."""
+        state = self.cycle.state
+        if self.cycle.peer_gone:
+            return []
+        if state is State.HANDSHAKE:
+            self.cycle.state = State.CLOSED
+            return self._reject(500, [], b"Internal Server Error\n", more=False, quiet=True)
+        if state is State.RESPONSE:
+            self.cycle.state = State.CLOSED
+            return self._drop()
+        if state is State.CONNECTED:
+            self.cycle.state = State.CLOSING
+            return self._close(1011, "Internal Server Error")
+        return []
+
+    def app_returned(self, cycle: WebSocketCycle, exc: BaseException | None) -> list[Action]:
+        state = self.cycle.state
+        actions: list[Action] = []
+        if exc is not None:
+            actions.extend(self.app_failed())
+        elif self.cycle.peer_gone:
+            pass
+        elif state is State.HANDSHAKE:
+            actions.append(Log("error", f"ASGI app returned without accepting or closing ({self.cycle.where}); sent 500"))
+            actions.extend(self.app_failed())
+        elif state is State.RESPONSE:
+            actions.append(Log("error", f"ASGI app returned without completing the denial response ({self.cycle.where})"))
+            actions.extend(self.app_failed())
+        elif state is State.CONNECTED:
+            # Returning is a clean end: close normally, as if the app had said so.
+            self.cycle.state = State.CLOSING
+            actions.extend(self._close(1000, ""))
+        if self.cycle.state is State.CLOSED and not self.closed:
+            actions.extend(self._drop())
+        return actions
+
+    def timer_fired(self, name: str) -> list[Action]:
+        ws = self.ws
+        if self.closed or ws is None:
+            return []
+        if name == PING:
+            if ws.state is not ConnectionState.OPEN or self.ping_interval is None:
+                return []
+            actions: list[Action] = [SetTimer(PING, self.ping_interval)]
+            if self.heard:
+                self.heard = False
+            elif not self.awaiting_pong:
+                self.awaiting_pong = True
+                actions.append(Write(ws.send(Ping(payload=b"channelserver"))))
+                if self.ping_timeout is not None:
+                    actions.append(SetTimer(PONG, self.ping_timeout))
+            return actions
+        if name == PONG and self.awaiting_pong:
+            actions = [Log("info", f"No pong within {self.ping_timeout}s; closing ({self.cycle.where})")]
+            if self.cycle.state is State.CONNECTED:
+                self.cycle.state = State.CLOSING
+                actions.extend(self._close(1011, "keepalive ping timeout"))
+            self._peer_gone(actions, 1011, "keepalive ping timeout")
+            actions.extend(self._drop())
+            return actions
+        if name == CLOSE:
+            actions = []
+            self._peer_gone(actions, self.close_code or ABNORMAL, self.close_reason)
+            actions.extend(self._drop())
+            return actions
+        return []
+
+    def shutdown(self, code: int = 1012, reason: str = "server restarting") -> list[Action]:
+        """Close with ``code`` and tell the app; a connection still in its handshake is
+        refused with 503."""
+        state = self.cycle.state
+        if self.closed:
+            return []
+        if state is State.CONNECTED:
+            self.cycle.state = State.CLOSING
+            actions = self._close(code, reason)
+            self._peer_gone(actions, code, reason)
+            return actions
+        if state is State.HANDSHAKE:
+            self.cycle.state = State.CLOSED
+            actions = self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False, quiet=True)
+            return actions
+        return []
+
+    def app_wants_body(self, cycle: WebSocketCycle) -> list[Action]:
+        return []
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight that a drain should wait for."""
+        return False
+
+    @property
+    def accepted(self) -> bool:
+        return self.ws is not None
+
+    # -- internals -----------------------------------------------------------------------
+    def _accept(self, message: Any) -> list[Action]:
+        cycle = self.cycle
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and not isinstance(subprotocol, str):
+            cycle.state = State.HANDSHAKE
+            raise bad_field("websocket.accept", "subprotocol", "a str or None", subprotocol, cycle.where)
+        if subprotocol is not None and subprotocol not in self.offered_subprotocols:
+            cycle.state = State.HANDSHAKE
+            raise ASGIProtocolError(
+                f"websocket.accept 'subprotocol' {subprotocol!r} was not offered by the client "
+                f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({cycle.where})"
+            )
+        headers = check_headers("websocket.accept", message.get("headers", ()), cycle.where)
+        extensions = [PerMessageDeflate()] if self.per_message_deflate else []
+        data = self.handshake.send(
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extensions=extensions,
+                extra_headers=[*self.default_headers(), *headers],
+            )
+        )
+        ws = self.handshake.connection
+        assert ws is not None
+        self.ws = ws
+        actions: list[Action] = [Write(data)]
+        if self.ping_interval is not None:
+            actions.append(SetTimer(PING, self.ping_interval))
+        if self.eof_seen:
+            return actions
+        if self.held:
+            held = bytes(self.held)
+            self.held = bytearray()
+            self.heard = True
+            ws.receive_data(held)
+            self._events(actions)
+        return actions
+
+    def _reject(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool, quiet: bool
+    ) -> list[Action]:
+        if self.eof_seen or self.closed:
+            return []
+        data = self.handshake.send(
+            RejectConnection(status_code=status, headers=[*self.default_headers(), *headers], has_body=True)
+        )
+        data += self.handshake.send(RejectData(data=body, body_finished=not more))
+        actions: list[Action] = [Write(data)]
+        if not more:
+            self._finish_denial(actions)
+        return actions
+
+    def _finish_denial(self, actions: list[Action]) -> None:
+        # The app is told the connection is gone; its later sends raise once it was told.
+        self._peer_gone(actions, ABNORMAL, "")
+        actions.extend(self._drop())
+
+    def _send_message(self, message: Any) -> list[Action]:
+        ws = self.ws
+        assert ws is not None
+        text = message.get("text")
+        if text is not None:
+            if not isinstance(text, str):
+                raise bad_field("websocket.send", "text", "a str", text, self.cycle.where)
+            if ws.state is not ConnectionState.OPEN:
+                return []
+            return [Write(ws.send(TextMessage(data=text)))]
+        data = message.get("bytes")
+        if data is None:
+            raise ASGIProtocolError(
+                f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})"
+            )
+        if not isinstance(data, (bytes, bytearray)):
+            raise bad_field("websocket.send", "bytes", "bytes", data, self.cycle.where)
+        if ws.state is not ConnectionState.OPEN:
+            return []
+        return [Write(ws.send(BytesMessage(data=bytes(data))))]
+
+    def _close_code(self, message: Any) -> int:
+        code = message.get("code", 1000)
+        if code is None:
+            return 1000
+        if type(code) is not int or not (1000 <= code <= 4999) or code in (1004, 1005, 1006, 1015):
+            raise bad_field("websocket.close", "code", "a valid close code (1000-4999, not 1005/1006/1015)", code, self.cycle.where)
+        return code
+
+    def _close_reason(self, message: Any) -> str:
+        reason = message.get("reason") or ""
+        if not isinstance(reason, str):
+            raise bad_field("websocket.close", "reason", "a str", reason, self.cycle.where)
+        if len(reason.encode()) > 123:
+            raise ASGIProtocolError(
+                f"websocket.close 'reason' is {len(reason.encode())} bytes; a close frame holds at most 123 ({self.cycle.where})"
+            )
+        return reason
+
+    def _close(self, code: int, reason: str) -> list[Action]:
+        """Send our close frame; the peer answers or ``close_timeout`` drops the socket."""
+        ws = self.ws
+        if ws is None or self.closed or ws.state is not ConnectionState.OPEN:
+            return []
+        self.close_code, self.close_reason = code, reason
+        return [
+            Write(ws.send(CloseConnection(code=code, reason=reason))),
+            CancelTimer(PING),
+            SetTimer(CLOSE, self.close_timeout),
+        ]
+
+    def _peer_gone(self, actions: list[Action], code: int, reason: str) -> None:
+        cycle = self.cycle
+        if cycle.peer_gone:
+            return
+        cycle.peer_gone = True
+        if cycle.state is not State.CLOSED:
+            cycle.state = State.CLOSED
+        actions.append(Deliver(cycle, {"type": "websocket.disconnect", "code": code, "reason": reason}))
+
+    def _drop(self) -> list[Action]:
+        if self.closed:
+            return []
+        self.closed = True
+        return [CancelTimer(PING), CancelTimer(PONG), CancelTimer(CLOSE), CloseTransport()]
+
+    def _events(self, actions: list[Action]) -> list[Action]:
+        ws = self.ws
+        assert ws is not None
+        cycle = self.cycle
+        for event in ws.events():
+            etype = type(event)
+            if etype is TextMessage or etype is BytesMessage:
+                if cycle.state is not State.CONNECTED:
+                    continue  # we are closing: RFC 6455 lets us discard what still comes
+                data = event.data  # type: ignore[attr-defined]
+                if event.message_finished and not self.parts:  # type: ignore[attr-defined]
+                    if len(data) > self.max_size:
+                        self._too_big(actions)
+                        continue
+                    key = "text" if etype is TextMessage else "bytes"
+                    actions.append(Deliver(cycle, {"type": "websocket.receive", key: data}))
+                    continue
+                self.parts.append(data)
+                self.parts_size += len(data)
+                if self.parts_size > self.max_size:
+                    self._too_big(actions)
+                    continue
+                if event.message_finished:  # type: ignore[attr-defined]
+                    joined = ("" if etype is TextMessage else b"").join(self.parts)  # type: ignore[attr-defined]
+                    self.parts = []
+                    self.parts_size = 0
+                    key = "text" if etype is TextMessage else "bytes"
+                    actions.append(Deliver(cycle, {"type": "websocket.receive", key: joined}))
+            elif etype is Ping:
+                if ws.state is ConnectionState.OPEN:
+                    actions.append(Write(ws.send(event.response())))  # type: ignore[attr-defined]
+            elif etype is Pong:
+                self.awaiting_pong = False
+                actions.append(CancelTimer(PONG))
+            elif etype is CloseConnection:
+                code: int = event.code  # type: ignore[attr-defined]
+                reason: str = event.reason or ""  # type: ignore[attr-defined]
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    # The peer started the close: echo it, then drop the socket.
+                    actions.append(Write(ws.send(event.response())))  # type: ignore[attr-defined]
+                elif ws.state is ConnectionState.OPEN:
+                    # wsproto found a protocol error (bad opcode, RSV bit, UTF-8, ...) and
+                    # names the close code: fail the connection with it.
+                    actions.append(Write(ws.send(CloseConnection(code=code, reason=reason))))
+                    actions.append(Log("info", f"WebSocket protocol error from peer, closed {code}: {reason} ({cycle.where})"))
+                self._peer_gone(actions, code, reason)
+                actions.extend(self._drop())
+                break
+        return actions
+
+    def _too_big(self, actions: list[Action]) -> None:
+        self.parts = []
+        self.parts_size = 0
+        reason = f"message larger than {self.max_size} bytes"
+        if self.cycle.state is State.CONNECTED:
+            self.cycle.state = State.CLOSING
+            actions.extend(self._close(1009, reason))
+        self._peer_gone(actions, 1009, reason)

@@ -1,0 +1,187 @@
+"""One running ASGI application instance: its task, its ``receive()`` and ``send()``.
+
+``receive()`` pops from a queue the protocol machine fills (``Deliver`` actions); it waits
+on one future when the queue is empty. ``send()`` hands the message to the machine,
+executes what it returns, and waits while the transport's write buffer is full. What the
+app's task ends with (a return, an exception, a cancellation) goes to the machine as the
+input "app returned".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ASGIProtocolError, ClientDisconnected
+
+if TYPE_CHECKING:
+    from .connection import ConnectionProtocol
+
+__all__ = ["AppInstance"]
+
+error_log = logging.getLogger("channelserver.error")
+access_log = logging.getLogger("channelserver.access")
+
+_DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
+
+
+def awaiting_line(task: asyncio.Task[Any]) -> str:
+    """Where the innermost coroutine of ``task`` is suspended, as ``file:line in func``."""
+    coro: Any = task.get_coro()
+    where = "unknown"
+    seen = 0
+    while coro is not None and seen < 100:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
+
+
+class AppInstance:
+    __slots__ = (
+        "cancel_handle",
+        "conn",
+        "cycle",
+        "disconnected_at",
+        "failure",
+        "last",
+        "machine",
+        "queue",
+        "queued_bytes",
+        "scope",
+        "started",
+        "status",
+        "task",
+        "waiter",
+    )
+
+    def __init__(self, conn: ConnectionProtocol, machine: Any, cycle: Any, scope: dict[str, Any]) -> None:
+        self.conn = conn
+        self.machine = machine
+        self.cycle = cycle
+        self.scope = scope
+        self.queue: deque[dict[str, Any]] = deque()
+        self.queued_bytes = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.last: dict[str, Any] | None = None
+        self.failure: BaseException | None = None
+        self.cancel_handle: asyncio.TimerHandle | None = None
+        self.disconnected_at: float | None = None
+        self.status: int | None = None
+        self.started = time.monotonic() if conn.state.access_log_enabled else 0.0
+        cycle.handle = self
+        self.task: asyncio.Task[None] = conn.loop.create_task(self.run())
+
+    # -- the application's view ------------------------------------------------------
+    async def receive(self) -> dict[str, Any]:
+        queue = self.queue
+        if not queue:
+            last = self.last
+            if last is not None and last["type"] in _DISCONNECTS:
+                return last
+            actions = self.machine.app_wants_body(self.cycle)
+            if actions:
+                self.conn.run(actions)
+            while not queue:
+                waiter = self.waiter = self.conn.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self.waiter = None
+        message = queue.popleft()
+        self.last = message
+        body = message.get("body")
+        if body:
+            self.queued_bytes -= len(body)
+            if self.queued_bytes < self.conn.state.read_low_water:
+                self.conn.resume_reading_for(self)
+        elif message["type"] in _DISCONNECTS:
+            self.machine.app_got_disconnect(self.cycle)
+        elif self.conn.reading_paused:
+            self.conn.resume_reading_for(self)
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            actions = self.machine.app_send(self.cycle, message)
+        except ASGIProtocolError as exc:
+            if self.failure is None:
+                self.failure = exc
+                error_log.error("ASGI protocol error: %s", exc)
+                self.conn.run(self.machine.app_failed(self.cycle))
+            raise
+        if self.status is None and self.started and message.get("type") == "http.response.start":
+            self.status = message.get("status")
+        if actions:
+            self.conn.run(actions)
+        if self.conn.write_paused:
+            await self.conn.drain()
+
+    # -- the server's side -----------------------------------------------------------
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.queue.append(message)
+        body = message.get("body")
+        if body:
+            self.queued_bytes += len(body)
+            if self.queued_bytes > self.conn.state.read_high_water:
+                self.conn.pause_reading_for(self)
+        elif len(self.queue) > self.conn.state.queue_high_water:
+            self.conn.pause_reading_for(self)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_gone(self) -> None:
+        """The connection is gone: the app has ``app_close_timeout`` to return."""
+        if self.task.done() or self.cancel_handle is not None:
+            return
+        self.disconnected_at = time.monotonic()
+        self.cancel_handle = self.conn.loop.call_later(self.conn.state.config.app_close_timeout, self.cancel_overdue)
+
+    def cancel_overdue(self) -> None:
+        if self.task.done():
+            return
+        since = time.monotonic() - (self.disconnected_at or time.monotonic())
+        error_log.warning(
+            "Cancelled %s: still running %.1fs after its disconnect (awaiting %s)",
+            self.describe(),
+            since,
+            awaiting_line(self.task),
+        )
+        self.task.cancel()
+
+    def describe(self) -> str:
+        scope = self.scope
+        app = self.conn.state.app_name
+        if scope["type"] == "http":
+            what = f"{scope['method']} {scope['path']}"
+        else:
+            what = f"WebSocket {scope['path']}"
+        client = scope.get("client")
+        who = f" from {client[0]}:{client[1]}" if client else ""
+        return f"app instance {app} for {what}{who}"
+
+    async def run(self) -> None:
+        exc: BaseException | None = None
+        try:
+            result = await self.conn.state.app(self.scope, self.receive, self.send)
+            if result is not None:
+                error_log.warning("ASGI app returned a value (%r); ASGI apps return None (%s)", result, self.describe())
+        except asyncio.CancelledError as e:
+            exc = e
+        except ClientDisconnected as e:
+            exc = e
+            error_log.info("%s stopped: %s", self.describe(), e)
+        except BaseException as e:
+            exc = e
+            if e is not self.failure:
+                error_log.error("Exception in %s", self.describe(), exc_info=e)
+        finally:
+            if self.cancel_handle is not None:
+                self.cancel_handle.cancel()
+            self.conn.app_finished(self, exc)

@@ -1,0 +1,306 @@
+"""The asyncio side of one TCP connection.
+
+:class:`ConnectionProtocol` owns one pure machine (HTTP first, WebSocket after an
+upgrade), feeds it socket events and executes the actions it returns: writes, closes,
+app instances, deliveries, timers and log lines. It holds no protocol rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from typing import Any
+
+from ..config import Config
+from ..protocol.events import (
+    CancelTimer,
+    CloseTransport,
+    Deliver,
+    Log,
+    SetTimer,
+    StartApp,
+    Upgrade,
+    Write,
+)
+from ..protocol.http11 import HTTPConnection
+from ..protocol.websocket import WebSocketConnection
+from ..types import ASGIApp
+from .app import AppInstance
+
+__all__ = ["ConnectionProtocol", "ServerState"]
+
+error_log = logging.getLogger("channelserver.error")
+access_log = logging.getLogger("channelserver.access")
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.app_name = getattr(app, "__qualname__", None) or type(app).__qualname__
+        self.loop = loop
+        self.connections: set[ConnectionProtocol] = set()
+        self.instances: set[AppInstance] = set()
+        self.lifespan_state: dict[str, Any] | None = None
+        self.total_requests = 0
+        #: Set when the connection count falls to zero during a shutdown.
+        self.all_closed: asyncio.Event | None = None
+        self.no_instances: asyncio.Event | None = None
+        self.access_log_enabled = config.access_log and access_log.isEnabledFor(logging.INFO)
+        self.read_high_water = 256 * 1024
+        self.read_low_water = 64 * 1024
+        self.queue_high_water = 64
+        self.shutting_down = False
+        self.on_request: Any = None
+        self._date_second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._server_header = [(b"server", b"channelserver")] if config.server_header else []
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self.config.date_header:
+            return self._server_header
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._headers = [*self._server_header, (b"date", formatdate(now, usegmt=True).encode())]
+        return self._headers
+
+    def connection_closed(self, conn: ConnectionProtocol) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self.all_closed is not None:
+            self.all_closed.set()
+
+    def instance_finished(self, instance: AppInstance) -> None:
+        self.instances.discard(instance)
+        if not self.instances and self.no_instances is not None:
+            self.no_instances.set()
+
+
+class ConnectionProtocol(asyncio.Protocol):
+    def __init__(self, state: ServerState, scheme: str = "http") -> None:
+        self.state = state
+        self.loop = state.loop
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.machine: Any = None
+        self.instances: set[AppInstance] = set()
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.deadlines: dict[str, float] = {}
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.reading_paused = False
+        self.lost = False
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.ws_started: float | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        self.server = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) and len(sock) >= 2 else None
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        config = self.state.config
+        self.machine = HTTPConnection(
+            client=self.client,
+            server=self.server,
+            scheme=self.scheme,
+            root_path=config.root_path,
+            state=self.state.lifespan_state,
+            keep_alive_timeout=config.keep_alive_timeout,
+            max_incomplete_event_size=config.h11_max_incomplete_event_size,
+            default_headers=self.state.default_headers,
+        )
+        if self.state.shutting_down:
+            self.machine.closing = True
+        self.run(self.machine.start())
+
+    def data_received(self, data: bytes) -> None:
+        self.run(self.machine.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        self.run(self.machine.eof())
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.run(self.machine.eof())
+        for name in list(self.timers):
+            self.timers.pop(name).cancel()
+        self.deadlines.clear()
+        for instance in list(self.instances):
+            instance.connection_gone()
+        self._release_drain_waiters()
+        self.state.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_drain_waiters()
+
+    # -- flow control ----------------------------------------------------------------------
+    async def drain(self) -> None:
+        if not self.write_paused or self.lost:
+            return
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_reading_for(self, instance: AppInstance) -> None:
+        if not self.reading_paused and not self.lost and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading_for(self, instance: AppInstance) -> None:
+        if self.reading_paused and not self.lost and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # -- executing the machine's actions ---------------------------------------------------
+    def run(self, actions: list[Any]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Write:
+                if not self.lost and action.data:
+                    self.transport.write(action.data)  # type: ignore[union-attr]
+            elif kind is Deliver:
+                instance = action.cycle.handle
+                if instance is not None:
+                    instance.deliver(action.message)
+            elif kind is StartApp:
+                self._start_app(action.cycle, action.scope)
+            elif kind is SetTimer:
+                self._set_timer(action.name, action.delay)
+            elif kind is CancelTimer:
+                self.deadlines.pop(action.name, None)
+            elif kind is CloseTransport:
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.close()
+            elif kind is Log:
+                self._log(action)
+            elif kind is Upgrade:
+                self._upgrade(action)
+
+    def _start_app(self, cycle: Any, scope: dict[str, Any]) -> None:
+        state = self.state
+        state.total_requests += 1
+        instance = AppInstance(self, self.machine, cycle, scope)
+        self.instances.add(instance)
+        state.instances.add(instance)
+        if state.on_request is not None:
+            state.on_request()
+
+    def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
+        self.run(instance.machine.app_returned(instance.cycle, exc))
+        self.instances.discard(instance)
+        self.state.instance_finished(instance)
+        if self.state.access_log_enabled:
+            self._access(instance)
+
+    def _upgrade(self, action: Upgrade) -> None:
+        config = self.state.config
+        self.machine = WebSocketConnection(
+            action.request,
+            action.trailing_data,
+            client=self.client,
+            server=self.server,
+            scheme=self.scheme,
+            root_path=config.root_path,
+            state=self.state.lifespan_state,
+            max_size=config.ws_max_size,
+            ping_interval=config.ws_ping_interval,
+            ping_timeout=config.ws_ping_timeout,
+            close_timeout=config.ws_close_timeout,
+            per_message_deflate=config.ws_per_message_deflate,
+            default_headers=self.state.default_headers,
+        )
+        self.ws_started = time.monotonic()
+        self.run(self.machine.start())
+        if self.state.shutting_down:
+            self.run(self.machine.shutdown())
+
+    # -- timers: one handle per name, re-armed lazily ----------------------------------
+    def _set_timer(self, name: str, delay: float) -> None:
+        deadline = self.loop.time() + delay
+        self.deadlines[name] = deadline
+        handle = self.timers.get(name)
+        if handle is not None and handle.when() <= deadline:
+            return  # it fires first and re-arms itself for the rest
+        if handle is not None:
+            handle.cancel()
+        self.timers[name] = self.loop.call_at(deadline, self._timer_due, name)
+
+    def _timer_due(self, name: str) -> None:
+        self.timers.pop(name, None)
+        deadline = self.deadlines.get(name)
+        if deadline is None or self.lost:
+            return
+        now = self.loop.time()
+        if deadline > now:
+            self.timers[name] = self.loop.call_at(deadline, self._timer_due, name)
+            return
+        del self.deadlines[name]
+        self.run(self.machine.timer_fired(name))
+
+    # -- logging ---------------------------------------------------------------------------
+    def _log(self, action: Log) -> None:
+        logger = access_log if action.logger == "access" else error_log
+        logger.log(_LEVELS.get(action.level, 30), "%s", action.message, exc_info=action.exc)
+
+    def _access(self, instance: AppInstance) -> None:
+        scope = instance.scope
+        client = scope.get("client")
+        who = f"{client[0]}:{client[1]}" if client else "-"
+        took = (time.monotonic() - instance.started) * 1000
+        if scope["type"] == "http":
+            query = scope["query_string"]
+            path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %s %.1fms',
+                who,
+                scope["method"],
+                path,
+                scope["http_version"],
+                instance.status if instance.status is not None else "-",
+                took,
+                extra={"status_code": instance.status},
+            )
+        else:
+            machine = instance.machine
+            code = machine.close_code if getattr(machine, "close_code", None) else "-"
+            verb = "WebSocket accepted" if machine.accepted else "WebSocket rejected"
+            access_log.info(
+                '%s - "%s %s" closed %s %.1fms',
+                who,
+                verb,
+                scope["path"],
+                code,
+                took,
+                extra={"status_code": 101 if machine.accepted else 403},
+            )
+
+    # -- shutdown --------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.run(self.machine.shutdown())
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()

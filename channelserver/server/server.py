@@ -1,0 +1,270 @@
+"""Bind, serve, and shut down in order.
+
+Shutdown (:meth:`Server.shutdown`), each step waiting on events, each bounded:
+
+1. stop accepting: the listening sockets are closed, so new connections are refused;
+2. idle keep-alive connections are closed; in-flight HTTP responses finish with
+   ``connection: close``; WebSockets are closed with 1012 and told ``websocket.disconnect``;
+3. wait for the connections to close, up to ``graceful_timeout``;
+4. the connections still open are dropped: their apps get ``http.disconnect`` /
+   ``websocket.disconnect`` and ``send()`` raises;
+5. wait for app instances to return, up to ``app_close_timeout``; the rest are cancelled,
+   each with a log line naming it and where it was waiting;
+6. lifespan shutdown.
+
+Signal handlers only record: the first SIGINT/SIGTERM starts the shutdown, a second SIGINT
+skips the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ..config import Config
+from ..errors import StartupError
+from ..types import ASGIApp
+from .connection import ConnectionProtocol, ServerState
+from .lifespan import Lifespan
+
+__all__ = ["Server", "bind_socket", "new_event_loop", "run"]
+
+log = logging.getLogger("channelserver.error")
+
+_BIND_ERRORS = {
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+}
+
+
+def bind_error_text(exc: OSError, where: str) -> str:
+    sentence = _BIND_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"Error binding {where}: {sentence}"
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """The listening socket the config names. Raises StartupError with one clear line."""
+    if config.fd is not None:
+        sock = socket.socket(fileno=config.fd)
+        sock.setblocking(False)
+        return sock
+    if config.uds:
+        path = config.uds
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.exists(path) and not os.path.isdir(path):
+                os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(bind_error_text(exc, f"unix:{path}")) from None
+        os.chmod(path, 0o666)
+    else:
+        host = config.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, config.port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(bind_error_text(exc, f"{host}:{config.port}")) from None
+        except (socket.gaierror, UnicodeError) as exc:
+            sock.close()
+            raise StartupError(f"Error binding {host}:{config.port}: {exc}") from None
+    sock.listen(config.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def describe_socket(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host, port = name[0], name[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise StartupError("--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')")
+        else:
+            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return asyncio.new_event_loop()
+
+
+class Server:
+    def __init__(self, config: Config, app: ASGIApp) -> None:
+        self.config = config
+        self.app = app
+        self.should_exit: asyncio.Event | None = None
+        self.force_exit = False
+        self.state: ServerState | None = None
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.bound: list[str] = []
+        self.started: asyncio.Event | None = None
+        self.lifespan: Lifespan | None = None
+        self.signals_seen = 0
+
+    # -- running -----------------------------------------------------------------------
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.should_exit = asyncio.Event()
+        self.started = asyncio.Event()
+        self.state = state = ServerState(self.config, self.app, loop)
+        self.lifespan = Lifespan(self.app, self.config.lifespan, loop)
+        state.lifespan_state = await self.lifespan.startup()
+        if sockets is None:
+            sockets = [bind_socket(self.config)]
+        for sock in sockets:
+            listener = await loop.create_server(
+                lambda: ConnectionProtocol(state), sock=sock, backlog=self.config.backlog
+            )
+            self.listeners.append(listener)
+            self.bound.append(describe_socket(sock))
+        for where in self.bound:
+            log.info("Listening on %s (pid %d)", where, os.getpid())
+        self.started.set()
+        await self.should_exit.wait()
+        await self.shutdown()
+
+    def handle_exit(self, sig: int | None = None) -> None:
+        """Signal handler: record only."""
+        self.signals_seen += 1
+        if self.should_exit is None:
+            return
+        if self.should_exit.is_set() and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit.set()
+        if self.force_exit and self._force_event is not None:
+            self._force_event.set()
+
+    _force_event: asyncio.Event | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(b.rsplit(":", 1)[1]) for b in self.bound if not b.startswith("unix:")]
+
+    # -- shutdown ----------------------------------------------------------------------
+    async def _bounded(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait for ``event`` up to ``timeout``, or until a forced exit. True if it fired."""
+        if event.is_set():
+            return True
+        force = self._force_event
+        assert force is not None
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(force.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return event.is_set()
+
+    async def shutdown(self) -> None:
+        state = self.state
+        assert state is not None
+        self._force_event = asyncio.Event()
+        if self.force_exit:
+            self._force_event.set()
+        config = self.config
+        state.shutting_down = True
+        # 1. stop accepting
+        for listener in self.listeners:
+            listener.close()
+        # 2. ask every connection to finish
+        state.all_closed = asyncio.Event()
+        if not state.connections:
+            state.all_closed.set()
+        for conn in list(state.connections):
+            conn.shutdown()
+        # 3. wait for them
+        if not await self._bounded(state.all_closed, config.graceful_timeout):
+            log.warning(
+                "%d connection(s) still open after graceful_timeout (%ss); dropping them",
+                len(state.connections),
+                config.graceful_timeout,
+            )
+        # 4. drop the rest: their apps are told, then have app_close_timeout
+        for conn in list(state.connections):
+            conn.abort()
+        # 5. wait for app instances
+        state.no_instances = asyncio.Event()
+        if not state.instances:
+            state.no_instances.set()
+        for instance in list(state.instances):
+            instance.connection_gone()
+        if not await self._bounded(state.no_instances, config.app_close_timeout + 0.5):
+            for instance in list(state.instances):
+                instance.cancel_overdue()
+            await self._bounded(state.no_instances, 1.0)
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.wait_closed(), 0.1)
+        # 6. lifespan
+        if self.lifespan is not None and not self.force_exit:
+            await self.lifespan.shutdown()
+
+
+@contextlib.contextmanager
+def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Route SIGINT/SIGTERM to ``server.handle_exit``; restore the old handlers after."""
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    installed: list[int] = []
+    try:
+        for sig in sigs:
+            try:
+                loop.add_signal_handler(sig, server.handle_exit, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        yield
+    finally:
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+def run(config: Config, app: ASGIApp, sockets: list[socket.socket] | None = None, **serve_kwargs: Any) -> int:
+    """Serve ``app`` until SIGINT/SIGTERM; return the process exit code."""
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    server = Server(config, app)
+    try:
+        with capture_signals(server, loop):
+            loop.run_until_complete(server.serve(sockets, **serve_kwargs))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 3
+    finally:
+        with contextlib.suppress(Exception):
+            _cancel_all(loop)
+        loop.close()
+    sys.stdout.flush()
+    return 0
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
