@@ -51,14 +51,20 @@ _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
 
 
-def _is_websocket_upgrade(request: h11.Request) -> bool:
+def _headers_and_upgrade(request: h11.Request) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The ASGI header list (lowercased names) and whether this is a WebSocket upgrade."""
+    full = getattr(request.headers, "_full_items", None)
+    if full is not None:
+        headers = [(name, value) for _, name, value in full]
+    else:  # pragma: no cover - h11 without the attribute
+        headers = list(request.headers)
     upgrade = connection = False
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"upgrade":
             upgrade = value.lower() == b"websocket"
         elif name == b"connection":
             connection = b"upgrade" in value.lower()
-    return upgrade and connection
+    return headers, upgrade and connection
 
 
 def plain_response(status: int, text: str, *, close: bool = True) -> h11.Response:
@@ -81,7 +87,7 @@ class HTTPConnection:
         state: dict[str, Any] | None = None,
         keep_alive_timeout: float = 5.0,
         max_incomplete_event_size: int = 16384,
-        default_headers: Callable[[], list[tuple[bytes, bytes]]] = list,
+        default_headers: Callable[[], bytes] = bytes,
         extensions: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
@@ -229,22 +235,28 @@ class HTTPConnection:
         whole_length: int | None,
     ) -> bytes:
         status, headers = pending
-        if whole_length is not None and status not in (204, 304) and not 100 <= status < 200:
+        if whole_length is not None and status not in (204, 304):
             for name, _ in headers:
                 lname = name.lower()
                 if lname == b"content-length" or lname == b"transfer-encoding":
                     break
             else:
                 headers = [*headers, (b"content-length", b"%d" % whole_length)]
-        headers = [*self.default_headers(), *headers]
         if self.closing:
-            headers.append((b"connection", b"close"))
+            headers = [*headers, (b"connection", b"close")]
         try:
             response = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-            return self.h11.send(response) or b""
+            head = self.h11.send(response) or b""
         except h11.LocalProtocolError as exc:
             cycle.state = State.REQUEST
             raise ASGIProtocolError(f"http.response.start: {exc} ({cycle.where})") from None
+        # The server's own headers (server, date) are known to be valid: they are spliced
+        # in after the status line instead of being validated again by h11 every time.
+        extra = self.default_headers()
+        if extra:
+            line_end = head.index(b"\r\n") + 2
+            head = head[:line_end] + extra + head[line_end:]
+        return head
 
     def _response_complete(self, actions: list[Action]) -> None:
         h11conn = self.h11
@@ -299,7 +311,8 @@ class HTTPConnection:
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
-                if _is_websocket_upgrade(request) and request.method == b"GET":
+                headers, is_upgrade = _headers_and_upgrade(request)
+                if is_upgrade and request.method == b"GET":
                     actions.append(CancelTimer(KEEP_ALIVE))
                     return self._upgrade(request, actions)
                 cycle = HTTPCycle(request.method, request.target, self.client_text)
@@ -308,7 +321,7 @@ class HTTPConnection:
                     method=request.method,
                     target=request.target,
                     http_version=request.http_version,
-                    headers=list(request.headers),
+                    headers=headers,
                     scheme=self.scheme,
                     server=self.server,
                     client=self.client,

@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
+from .eager import start_eagerly
 
 if TYPE_CHECKING:
     from .connection import ConnectionProtocol
@@ -49,6 +50,7 @@ class AppInstance:
         "cycle",
         "disconnected_at",
         "failure",
+        "finished",
         "last",
         "machine",
         "queue",
@@ -75,7 +77,20 @@ class AppInstance:
         self.status: int | None = None
         self.started = time.monotonic() if conn.state.access_log_enabled else 0.0
         cycle.handle = self
-        self.task: asyncio.Task[None] = conn.loop.create_task(self.run())
+        #: The Task carrying the instance once it suspended; None before start and when it
+        #: finished without ever waiting.
+        self.task: asyncio.Future[None] | None = None
+        self.finished = False
+
+    def start(self, eager: bool) -> None:
+        if eager:
+            self.task = start_eagerly(self.conn.loop, self.run())
+        else:
+            self.task = self.conn.loop.create_task(self.run())
+
+    @property
+    def done(self) -> bool:
+        return self.finished
 
     # -- the application's view ------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -138,20 +153,20 @@ class AppInstance:
 
     def connection_gone(self) -> None:
         """The connection is gone: the app has ``app_close_timeout`` to return."""
-        if self.task.done() or self.cancel_handle is not None:
+        if self.finished or self.cancel_handle is not None:
             return
         self.disconnected_at = time.monotonic()
         self.cancel_handle = self.conn.loop.call_later(self.conn.state.config.app_close_timeout, self.cancel_overdue)
 
     def cancel_overdue(self) -> None:
-        if self.task.done():
+        if self.finished or self.task is None:
             return
         since = time.monotonic() - (self.disconnected_at or time.monotonic())
         error_log.warning(
             "Cancelled %s: still running %.1fs after its disconnect (awaiting %s)",
             self.describe(),
             since,
-            awaiting_line(self.task),
+            awaiting_line(self.task),  # type: ignore[arg-type]
         )
         self.task.cancel()
 
@@ -182,6 +197,7 @@ class AppInstance:
             if e is not self.failure:
                 error_log.error("Exception in %s", self.describe(), exc_info=e)
         finally:
+            self.finished = True
             if self.cancel_handle is not None:
                 self.cancel_handle.cancel()
             self.conn.app_finished(self, exc)

@@ -28,6 +28,7 @@ from ..protocol.http11 import HTTPConnection
 from ..protocol.websocket import WebSocketConnection
 from ..types import ASGIApp
 from .app import AppInstance
+from .drain import ConnectionDrain
 
 __all__ = ["ConnectionProtocol", "ServerState"]
 
@@ -57,19 +58,27 @@ class ServerState:
         self.read_low_water = 64 * 1024
         self.queue_high_water = 64
         self.shutting_down = False
+        #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
+        self.drain_started = asyncio.Event()
+        self.http_extensions = {"channelserver.drain": {"started": self.drain_started}}
         self.on_request: Any = None
         self._date_second = -1
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._server_header = [(b"server", b"channelserver")] if config.server_header else []
+        self._head_bytes = b""
+        self._server_header = b"server: channelserver\r\n" if config.server_header else b""
 
-    def default_headers(self) -> list[tuple[bytes, bytes]]:
+    def default_headers(self) -> bytes:
+        """The server's own response header lines, serialized (date cached per second)."""
         if not self.config.date_header:
             return self._server_header
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._headers = [*self._server_header, (b"date", formatdate(now, usegmt=True).encode())]
-        return self._headers
+            self._head_bytes = self._server_header + b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._head_bytes
+
+    def default_header_list(self) -> list[tuple[bytes, bytes]]:
+        lines = self.default_headers().split(b"\r\n")
+        return [tuple(line.split(b": ", 1)) for line in lines if line]  # type: ignore[misc]
 
     def connection_closed(self, conn: ConnectionProtocol) -> None:
         self.connections.discard(conn)
@@ -99,6 +108,11 @@ class ConnectionProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.ws_started: float | None = None
+        self.drain: ConnectionDrain | None = None
+        #: Nesting of run(): app instances start after the actions of the outermost run,
+        #: eagerly (see eager.py) unless run() was entered from inside an app.
+        self.depth = 0
+        self.to_start: list[AppInstance] = []
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,10 +134,14 @@ class ConnectionProtocol(asyncio.Protocol):
             keep_alive_timeout=config.keep_alive_timeout,
             max_incomplete_event_size=config.h11_max_incomplete_event_size,
             default_headers=self.state.default_headers,
+            extensions=self._http_extensions,
         )
         if self.state.shutting_down:
             self.machine.closing = True
         self.run(self.machine.start())
+
+    def _http_extensions(self) -> dict[str, Any]:
+        return dict(self.state.http_extensions)
 
     def data_received(self, data: bytes) -> None:
         self.run(self.machine.receive_data(data))
@@ -176,6 +194,21 @@ class ConnectionProtocol(asyncio.Protocol):
 
     # -- executing the machine's actions ---------------------------------------------------
     def run(self, actions: list[Any]) -> None:
+        self.depth += 1
+        try:
+            self._run(actions)
+        finally:
+            self.depth -= 1
+        if self.to_start and self.depth == 0:
+            starting, self.to_start = self.to_start, []
+            self.depth = 1  # what the apps' first steps run() is nested
+            try:
+                for instance in starting:
+                    instance.start(eager=True)
+            finally:
+                self.depth = 0
+
+    def _run(self, actions: list[Any]) -> None:
         for action in actions:
             kind = type(action)
             if kind is Write:
@@ -205,6 +238,10 @@ class ConnectionProtocol(asyncio.Protocol):
         instance = AppInstance(self, self.machine, cycle, scope)
         self.instances.add(instance)
         state.instances.add(instance)
+        if self.depth > 1:
+            instance.start(eager=False)  # started from inside an app's send(): no nesting
+        else:
+            self.to_start.append(instance)
         if state.on_request is not None:
             state.on_request()
 
@@ -217,6 +254,7 @@ class ConnectionProtocol(asyncio.Protocol):
 
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config
+        self.drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
         self.machine = WebSocketConnection(
             action.request,
             action.trailing_data,
@@ -230,7 +268,8 @@ class ConnectionProtocol(asyncio.Protocol):
             ping_timeout=config.ws_ping_timeout,
             close_timeout=config.ws_close_timeout,
             per_message_deflate=config.ws_per_message_deflate,
-            default_headers=self.state.default_headers,
+            default_headers=self.state.default_header_list,
+            extensions={"channelserver.drain": drain.extension()},
         )
         self.ws_started = time.monotonic()
         self.run(self.machine.start())
@@ -299,7 +338,20 @@ class ConnectionProtocol(asyncio.Protocol):
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:
+        """The drain begins: HTTP finishes what is in flight; a WebSocket closes with 1012
+        now, or when its app's last ``channelserver.drain`` hold ends."""
+        drain = self.drain
+        if drain is not None and not drain.begin():
+            return
         self.run(self.machine.shutdown())
+
+    def force_shutdown(self) -> None:
+        """``graceful_timeout`` passed: close a WebSocket even if its app still holds it."""
+        self.run(self.machine.shutdown())
+
+    def _drained(self) -> None:
+        if not self.lost:
+            self.run(self.machine.shutdown())
 
     def abort(self) -> None:
         if self.transport is not None and not self.lost:

@@ -186,9 +186,11 @@ class Server:
             self._force_event.set()
         config = self.config
         state.shutting_down = True
+        log.info("Shutting down: no new connections; %d open", len(state.connections))
         # 1. stop accepting
         for listener in self.listeners:
             listener.close()
+        state.drain_started.set()
         # 2. ask every connection to finish
         state.all_closed = asyncio.Event()
         if not state.connections:
@@ -202,7 +204,13 @@ class Server:
                 len(state.connections),
                 config.graceful_timeout,
             )
-        # 4. drop the rest: their apps are told, then have app_close_timeout
+        # 4. WebSockets still held get their 1012 now and a moment for the close handshake;
+        #    then what is left is dropped: the apps are told, and have app_close_timeout.
+        if state.connections:
+            state.all_closed.clear()
+            for conn in list(state.connections):
+                conn.force_shutdown()
+            await self._bounded(state.all_closed, min(1.0, config.ws_close_timeout))
         for conn in list(state.connections):
             conn.abort()
         # 5. wait for app instances

@@ -1,0 +1,137 @@
+"""Console logging for ``runchannelserver``, looking like ``runserver``'s.
+
+The server logs to two loggers: ``channelserver.access`` (one line per HTTP request and
+per WebSocket, with ``extra={"status_code": ...}``) and ``channelserver.error`` (start-up,
+shutdown, application errors). A project routes them through ``settings.LOGGING`` like any
+other logger. When ``LOGGING`` does not name them, ``runchannelserver`` installs the
+handlers below, which print what ``runserver`` users are used to::
+
+    [01/Dec/2026 19:30:00] 127.0.0.1:50312 - "GET / HTTP/1.1" 200 1.2ms
+    [01/Dec/2026 19:30:02] 127.0.0.1:50318 - "WebSocket accepted /ws/echo/" closed 1000 812.0ms
+
+coloured by status on a terminal with Django's palette (``DJANGO_COLORS`` is honoured).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from django.core.management.color import Style, color_style, no_style
+
+__all__ = ["LOGGER_NAMES", "AccessFormatter", "ErrorFormatter", "configure_console_logging", "project_configures"]
+
+LOGGER_NAMES = ("channelserver", "channelserver.access", "channelserver.error")
+TIME_FORMAT = "%d/%b/%Y %H:%M:%S"
+
+
+def style_for(stream: TextIO, *, no_color: bool = False, force_color: bool = False) -> Style:
+    """Django's colour style when ``stream`` is a terminal (or colour is forced)."""
+    if no_color or os.environ.get("DJANGO_COLORS") == "nocolor":
+        return no_style()
+    if force_color or (hasattr(stream, "isatty") and stream.isatty()):
+        return color_style(force_color=True)
+    return no_style()
+
+
+def status_role(style: Style, status: int | None) -> Callable[[str], str]:
+    """The palette role for a status, as ``django.utils.log.ServerFormatter`` picks it."""
+    if not status:
+        return lambda text: text
+    if 200 <= status < 300:
+        return style.HTTP_SUCCESS  # type: ignore[no-any-return]
+    if 100 <= status < 200:
+        return style.HTTP_INFO  # type: ignore[no-any-return]
+    if status == 304:
+        return style.HTTP_NOT_MODIFIED  # type: ignore[no-any-return]
+    if 300 <= status < 400:
+        return style.HTTP_REDIRECT  # type: ignore[no-any-return]
+    if status == 404:
+        return style.HTTP_NOT_FOUND  # type: ignore[no-any-return]
+    if 400 <= status < 500:
+        return style.HTTP_BAD_REQUEST  # type: ignore[no-any-return]
+    return style.HTTP_SERVER_ERROR  # type: ignore[no-any-return]
+
+
+class AccessFormatter(logging.Formatter):
+    """``[time] message``, coloured by the record's ``status_code``.
+
+    Unlike Django's ``ServerFormatter`` it colours the formatted line and leaves the
+    record alone, so other handlers of the same record see it unchanged.
+    """
+
+    def __init__(self, style: Style | None = None) -> None:
+        super().__init__("[%(asctime)s] %(message)s", datefmt=TIME_FORMAT)
+        self.style = style or no_style()
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        return status_role(self.style, getattr(record, "status_code", None))(line)
+
+
+class ErrorFormatter(logging.Formatter):
+    """``[time] message`` for information, ``[time] WARNING: message`` above, coloured."""
+
+    def __init__(self, style: Style | None = None) -> None:
+        super().__init__("[%(asctime)s] %(message)s", datefmt=TIME_FORMAT)
+        self.style = style or no_style()
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        line = super().formatMessage(record)
+        if record.levelno >= logging.ERROR:
+            return self.style.ERROR(line.replace("] ", f"] {record.levelname}: ", 1))  # type: ignore[no-any-return]
+        if record.levelno >= logging.WARNING:
+            return self.style.WARNING(line.replace("] ", f"] {record.levelname}: ", 1))  # type: ignore[no-any-return]
+        return line
+
+
+def project_configures(logging_setting: Mapping[str, Any] | None) -> bool:
+    """Whether ``settings.LOGGING`` names one of the channelserver loggers."""
+    if not logging_setting:
+        return False
+    loggers = logging_setting.get("loggers") or {}
+    return any(name in loggers for name in LOGGER_NAMES)
+
+
+def configure_console_logging(
+    *,
+    logging_setting: Mapping[str, Any] | None,
+    level: str,
+    level_given: bool,
+    stream: TextIO | None = None,
+    no_color: bool = False,
+    force_color: bool = False,
+) -> bool:
+    """Install the console handlers unless the project's ``LOGGING`` configures the loggers.
+
+    ``level`` (Config.log_level) is applied to the ``channelserver`` logger when the
+    handlers are ours, or when it was given explicitly (``level_given``). Returns whether
+    the handlers were installed.
+    """
+    root = logging.getLogger("channelserver")
+    if project_configures(logging_setting):
+        if level_given:
+            root.setLevel(level.upper())
+        return False
+    stream = stream if stream is not None else sys.stderr
+    style = style_for(stream, no_color=no_color, force_color=force_color)
+    for name, formatter in (
+        ("channelserver.access", AccessFormatter(style)),
+        ("channelserver.error", ErrorFormatter(style)),
+    ):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "_channelserver_console", False)]:
+            logger.removeHandler(old)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        handler._channelserver_console = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+        # LOGGING with disable_existing_loggers=True disables loggers it does not name.
+        logger.disabled = False
+    root.disabled = False
+    root.setLevel(level.upper())
+    return True
