@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import Config, add_arguments, config_from_args
+from .config import add_arguments, config_from_args
 from .errors import ConfigError, StartupError
 from .importer import import_app
 

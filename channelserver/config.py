@@ -80,17 +80,13 @@ class Config:
 
     # -- where to listen -------------------------------------------------------------
     host: str = option("127.0.0.1", "Interface to bind.", group="socket")
-    port: int = option(
-        8000, "Port to bind; 0 picks a free port (the log names it).", group="socket"
-    )
+    port: int = option(8000, "Port to bind; 0 picks a free port (the log names it).", group="socket")
     uds: str | None = option(None, "Bind to this Unix domain socket path instead.", group="socket")
     fd: int | None = option(None, "Serve on this already-bound socket file descriptor.", group="socket")
     backlog: int = option(2048, "Listen queue length.", unit="connections", group="socket")
 
     # -- the application ------------------------------------------------------------
-    root_path: str = option(
-        "", "ASGI root_path: the mount point when served under a path prefix.", group="app"
-    )
+    root_path: str = option("", "ASGI root_path: the mount point when served under a path prefix.", group="app")
     lifespan: Literal["auto", "on", "off"] = option(
         "auto",
         "Lifespan protocol: 'auto' uses it when the app supports it and goes on quietly "
@@ -124,6 +120,19 @@ class Config:
         unit="bytes",
         group="http",
     )
+    max_headers: int = option(100, "Most request header fields accepted; more gets 431.", unit="headers", group="http")
+    max_body_size: int | None = option(
+        100 * 1024 * 1024,
+        "Largest request body accepted, counted as it streams (chunked too); larger gets 413. Unset for no limit.",
+        unit="bytes",
+        group="http",
+    )
+    max_connections: int | None = option(
+        10000,
+        "Open connections per worker; a connection beyond it gets 503 and is closed.",
+        unit="connections",
+        group="http",
+    )
     server_header: bool = option(True, "Send a 'server: channelserver' header.", group="http")
     date_header: bool = option(True, "Send a 'date' header.", group="http")
 
@@ -146,8 +155,18 @@ class Config:
         unit="seconds",
         group="websocket",
     )
-    ws_per_message_deflate: bool = option(
-        True, "Offer permessage-deflate compression (RFC 7692).", group="websocket"
+    ws_per_message_deflate: bool = option(True, "Offer permessage-deflate compression (RFC 7692).", group="websocket")
+    ws_max_queue: int = option(
+        64,
+        "Messages queued for an app that does not receive; beyond it the socket stops being read.",
+        unit="messages",
+        group="websocket",
+    )
+    ws_handshake_timeout: float = option(
+        10.0,
+        "How long the app may take to accept or reject a WebSocket; then 503.",
+        unit="seconds",
+        group="websocket",
     )
     ws_close_timeout: float = option(
         5.0,
@@ -190,26 +209,36 @@ class Config:
     )
     forwarded_allow_ips: tuple[str, ...] = option(
         ("127.0.0.1", "::1"),
-        "Peers whose proxy headers are trusted (comma-separated; '*' trusts all).",
+        "Peers whose proxy headers are trusted: addresses or networks, comma-separated; '*' trusts all.",
         group="proxy",
         default_factory=lambda: ("127.0.0.1", "::1"),
     )
+
+    # -- TLS ----------------------------------------------------------------------------
+    ssl_certfile: str | None = option(None, "TLS certificate chain file (PEM); turns TLS on.", group="tls")
+    ssl_keyfile: str | None = option(None, "TLS private key file (PEM).", group="tls")
+    ssl_keyfile_password: str | None = option(None, "Password of the private key.", group="tls")
+    ssl_ca_certs: str | None = option(None, "CA certificates to verify client certificates with.", group="tls")
+    ssl_cert_reqs: Literal["none", "optional", "required"] = option(
+        "none", "Client certificates: not asked for, verified when sent, or required.", group="tls"
+    )
+    ssl_min_version: Literal["TLSv1.2", "TLSv1.3"] = option("TLSv1.2", "Oldest TLS version accepted.", group="tls")
 
     def __post_init__(self) -> None:
         for opt in options():
             value = getattr(self, opt.name)
             if opt.choices is not None and value not in opt.choices:
-                raise ConfigError(
-                    f"{opt.name}={value!r} is not one of: {', '.join(opt.choices)}"
-                )
-        for name in ("port", "backlog", "h11_max_incomplete_event_size", "ws_max_size"):
+                raise ConfigError(f"{opt.name}={value!r} is not one of: {', '.join(opt.choices)}")
+        for name in ("port", "backlog", "h11_max_incomplete_event_size", "ws_max_size", "max_headers", "ws_max_queue"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port={self.port!r} is not between 0 and 65535")
         if self.workers < 1:
             raise ConfigError(f"workers={self.workers!r} must be at least 1")
-        for name in ("app_close_timeout", "graceful_timeout", "keep_alive_timeout"):
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError("ssl_keyfile is set but ssl_certfile is not")
+        for name in ("app_close_timeout", "graceful_timeout", "keep_alive_timeout", "ws_handshake_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
 

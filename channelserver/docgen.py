@@ -31,7 +31,12 @@ def render() -> str:
     for opt in options():
         if opt.group != group:
             group = opt.group
-            lines += [f"## {group.capitalize()}", "", "| flag | settings key | default | unit | meaning |", "|---|---|---|---|---|"]
+            lines += [
+                f"## {group.capitalize()}",
+                "",
+                "| flag | settings key | default | unit | meaning |",
+                "|---|---|---|---|---|",
+            ]
         flag = f"`{opt.flag}` / `--no-{opt.flag[2:]}`" if opt.is_bool else f"`{opt.flag}`"
         if opt.choices:
             flag += " (" + ", ".join(f"`{c}`" for c in opt.choices) + ")"

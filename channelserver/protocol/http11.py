@@ -89,6 +89,8 @@ class HTTPConnection:
         max_incomplete_event_size: int = 16384,
         default_headers: Callable[[], bytes] = bytes,
         extensions: Callable[[], dict[str, Any]] | None = None,
+        max_headers: int = 100,
+        max_body_size: int | None = None,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self.client = client
@@ -100,6 +102,10 @@ class HTTPConnection:
         self.keep_alive_timeout = keep_alive_timeout
         self.default_headers = default_headers
         self.extensions = extensions
+        self.max_headers = max_headers
+        self.max_body_size = max_body_size
+        #: Body bytes received for the current request.
+        self.body_received = 0
         #: The cycle whose request h11 is reading (or whose response is being written).
         self.cycle: HTTPCycle | None = None
         #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
@@ -302,7 +308,11 @@ class HTTPConnection:
                 return self._bad_request(exc, actions)
             etype = type(event)
             if etype is h11.Data:
-                body.append(event.data)  # type: ignore[union-attr]
+                chunk = event.data  # type: ignore[union-attr]
+                self.body_received += len(chunk)
+                if self.max_body_size is not None and self.body_received > self.max_body_size:
+                    return self._body_too_large(actions)
+                body.append(chunk)
             elif etype is h11.EndOfMessage:
                 cycle = self.cycle
                 if cycle is not None:
@@ -312,6 +322,10 @@ class HTTPConnection:
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
                 headers, is_upgrade = _headers_and_upgrade(request)
+                refusal = self._refuse_request(headers)
+                if refusal is not None:
+                    return self._refuse(*refusal, actions)
+                self.body_received = 0
                 if is_upgrade and request.method == b"GET":
                     actions.append(CancelTimer(KEEP_ALIVE))
                     return self._upgrade(request, actions)
@@ -339,6 +353,42 @@ class HTTPConnection:
         if body and self.cycle is not None:
             data = b"".join(body) if len(body) != 1 else body[0]
             actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))
+        return actions
+
+    def _refuse_request(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        """A reason to answer before the app sees the request: (status, why)."""
+        if len(headers) > self.max_headers:
+            return 431, f"{len(headers)} header fields, more than the {self.max_headers} accepted"
+        if self.max_body_size is not None:
+            for name, value in headers:
+                if name == b"content-length":
+                    # h11 has checked it is one valid number
+                    if int(value) > self.max_body_size:
+                        return 413, f"content-length {int(value)} is over the {self.max_body_size} bytes accepted"
+                    break
+        return None
+
+    def _refuse(self, status: int, why: str, actions: list[Action]) -> list[Action]:
+        actions.append(Log("warning", f"Refused request from {self.client_text}: {why} (answered {status})"))
+        actions.append(Write(self._error_bytes(status, f"{_PHRASES[status]}: {why}\n")))
+        actions.extend(self._close())
+        return actions
+
+    def refuse_connection(self, status: int, why: str) -> list[Action]:
+        """Answer ``status`` to whatever comes and close (too many connections, shutting down)."""
+        return self._refuse(status, why, [])
+
+    def _body_too_large(self, actions: list[Action]) -> list[Action]:
+        why = f"request body over the {self.max_body_size} bytes accepted"
+        actions.append(Log("warning", f"Refused request from {self.client_text}: {why} (answered 413)"))
+        cycle = self.cycle
+        if cycle is not None:
+            if cycle.disconnect():
+                actions.append(Deliver(cycle, _DISCONNECT))
+            if self.h11.our_state is h11.SEND_RESPONSE:  # nothing of the response written yet
+                actions.append(Write(self._error_bytes(413, f"Content Too Large: {why}\n")))
+        self.cycle = None
+        actions.extend(self._close())
         return actions
 
     def _upgrade(self, request: h11.Request, actions: list[Action]) -> list[Action]:

@@ -14,7 +14,7 @@ Address = tuple[str, int] | None
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:
-    raw_path, sep, query = target.partition(b"?")
+    raw_path, _, query = target.partition(b"?")
     if raw_path[:1] != b"/":
         # absolute-form (GET http://host/path) or asterisk-form (OPTIONS *)
         if raw_path == b"*":

@@ -50,6 +50,7 @@ from .table import bad_field, check_headers
 
 __all__ = ["WebSocketConnection"]
 
+HANDSHAKE = "handshake"
 PING = "ping"
 PONG = "pong_deadline"
 CLOSE = "close_handshake"
@@ -75,6 +76,7 @@ class WebSocketConnection:
         per_message_deflate: bool = True,
         default_headers: Any = list,
         extensions: dict[str, Any] | None = None,
+        handshake_timeout: float | None = 10.0,
     ) -> None:
         self.request = request
         self.client = client
@@ -109,6 +111,8 @@ class WebSocketConnection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
+        self.handshake_timeout = handshake_timeout
+        self._pending_denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
     # -- inputs --------------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -128,7 +132,10 @@ class WebSocketConnection:
             ) + self.handshake.send(RejectData(data=text, body_finished=True))
             self.closed = True
             return [
-                Log("warning", f"Rejected WebSocket handshake from {self.client_text}: {exc} (answered {hint.status_code})"),
+                Log(
+                    "warning",
+                    f"Rejected WebSocket handshake from {self.client_text}: {exc} (answered {hint.status_code})",
+                ),
                 Write(data),
                 CloseTransport(),
             ]
@@ -145,7 +152,10 @@ class WebSocketConnection:
             state=self.state,
             extensions=self.extensions,
         )
-        return [StartApp(self.cycle, scope), Deliver(self.cycle, {"type": "websocket.connect"})]
+        actions: list[Action] = [StartApp(self.cycle, scope), Deliver(self.cycle, {"type": "websocket.connect"})]
+        if self.handshake_timeout is not None:
+            actions.append(SetTimer(HANDSHAKE, self.handshake_timeout))
+        return actions
 
     def receive_data(self, data: bytes) -> list[Action]:
         ws = self.ws
@@ -180,7 +190,7 @@ class WebSocketConnection:
             return self._accept(message)
         if mtype == "websocket.close":
             if old is State.HANDSHAKE:
-                return self._reject(403, [], b"", more=False, quiet=True)
+                return self._reject(403, [], b"", more=False)
             if old is State.CONNECTED:
                 return self._close(self._close_code(message), self._close_reason(message))
             return []
@@ -197,11 +207,11 @@ class WebSocketConnection:
         if not isinstance(body, (bytes, bytearray)):
             raise bad_field(mtype, "body", "bytes", body, cycle.where)
         more = new is State.RESPONSE
-        pending = getattr(self, "_pending_denial", None)
+        pending = self._pending_denial
         if pending is not None:
             self._pending_denial = None
             status, headers = pending
-            return self._reject(status, headers, bytes(body), more=more, quiet=True)
+            return self._reject(status, headers, bytes(body), more=more)
         data = self.handshake.send(RejectData(data=bytes(body), body_finished=not more))
         actions: list[Action] = [Write(data)]
         if not more:
@@ -215,7 +225,7 @@ class WebSocketConnection:
             return []
         if state is State.HANDSHAKE:
             self.cycle.state = State.CLOSED
-            return self._reject(500, [], b"Internal Server Error\n", more=False, quiet=True)
+            return self._reject(500, [], b"Internal Server Error\n", more=False)
         if state is State.RESPONSE:
             self.cycle.state = State.CLOSED
             return self._drop()
@@ -232,10 +242,14 @@ class WebSocketConnection:
         elif self.cycle.peer_gone:
             pass
         elif state is State.HANDSHAKE:
-            actions.append(Log("error", f"ASGI app returned without accepting or closing ({self.cycle.where}); sent 500"))
+            actions.append(
+                Log("error", f"ASGI app returned without accepting or closing ({self.cycle.where}); sent 500")
+            )
             actions.extend(self.app_failed())
         elif state is State.RESPONSE:
-            actions.append(Log("error", f"ASGI app returned without completing the denial response ({self.cycle.where})"))
+            actions.append(
+                Log("error", f"ASGI app returned without completing the denial response ({self.cycle.where})")
+            )
             actions.extend(self.app_failed())
         elif state is State.CONNECTED:
             # Returning is a clean end: close normally, as if the app had said so.
@@ -247,12 +261,24 @@ class WebSocketConnection:
 
     def timer_fired(self, name: str) -> list[Action]:
         ws = self.ws
+        if name == HANDSHAKE:
+            if self.closed or self.cycle.state is not State.HANDSHAKE:
+                return []
+            self.cycle.state = State.CLOSED
+            actions: list[Action] = [
+                Log(
+                    "warning",
+                    f"App did not accept or reject within {self.handshake_timeout}s; answered 503 ({self.cycle.where})",
+                )
+            ]
+            actions.extend(self._reject(503, [], b"Service Unavailable: the application did not answer\n", more=False))
+            return actions
         if self.closed or ws is None:
             return []
         if name == PING:
             if ws.state is not ConnectionState.OPEN or self.ping_interval is None:
                 return []
-            actions: list[Action] = [SetTimer(PING, self.ping_interval)]
+            actions = [SetTimer(PING, self.ping_interval)]
             if self.heard:
                 self.heard = False
             elif not self.awaiting_pong:
@@ -289,7 +315,7 @@ class WebSocketConnection:
             return actions
         if state is State.HANDSHAKE:
             self.cycle.state = State.CLOSED
-            actions = self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False, quiet=True)
+            actions = self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False)
             return actions
         return []
 
@@ -330,7 +356,7 @@ class WebSocketConnection:
         ws = self.handshake.connection
         assert ws is not None
         self.ws = ws
-        actions: list[Action] = [Write(data)]
+        actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
         if self.eof_seen:
@@ -343,16 +369,15 @@ class WebSocketConnection:
             self._events(actions)
         return actions
 
-    def _reject(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool, quiet: bool
-    ) -> list[Action]:
+    def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool) -> list[Action]:
         if self.eof_seen or self.closed:
             return []
-        data = self.handshake.send(
-            RejectConnection(status_code=status, headers=[*self.default_headers(), *headers], has_body=True)
-        )
+        headers = [*self.default_headers(), *headers]
+        if not more and not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
+            headers.append((b"content-length", b"%d" % len(body)))
+        data = self.handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
         data += self.handshake.send(RejectData(data=body, body_finished=not more))
-        actions: list[Action] = [Write(data)]
+        actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if not more:
             self._finish_denial(actions)
         return actions
@@ -374,9 +399,7 @@ class WebSocketConnection:
             return [Write(ws.send(TextMessage(data=text)))]
         data = message.get("bytes")
         if data is None:
-            raise ASGIProtocolError(
-                f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})"
-            )
+            raise ASGIProtocolError(f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})")
         if not isinstance(data, (bytes, bytearray)):
             raise bad_field("websocket.send", "bytes", "bytes", data, self.cycle.where)
         if ws.state is not ConnectionState.OPEN:
@@ -388,7 +411,9 @@ class WebSocketConnection:
         if code is None:
             return 1000
         if type(code) is not int or not (1000 <= code <= 4999) or code in (1004, 1005, 1006, 1015):
-            raise bad_field("websocket.close", "code", "a valid close code (1000-4999, not 1005/1006/1015)", code, self.cycle.where)
+            raise bad_field(
+                "websocket.close", "code", "a valid close code (1000-4999, not 1005/1006/1015)", code, self.cycle.where
+            )
         return code
 
     def _close_reason(self, message: Any) -> str:
@@ -426,7 +451,7 @@ class WebSocketConnection:
         if self.closed:
             return []
         self.closed = True
-        return [CancelTimer(PING), CancelTimer(PONG), CancelTimer(CLOSE), CloseTransport()]
+        return [CancelTimer(HANDSHAKE), CancelTimer(PING), CancelTimer(PONG), CancelTimer(CLOSE), CloseTransport()]
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws
@@ -472,7 +497,9 @@ class WebSocketConnection:
                     # wsproto found a protocol error (bad opcode, RSV bit, UTF-8, ...) and
                     # names the close code: fail the connection with it.
                     actions.append(Write(ws.send(CloseConnection(code=code, reason=reason))))
-                    actions.append(Log("info", f"WebSocket protocol error from peer, closed {code}: {reason} ({cycle.where})"))
+                    actions.append(
+                        Log("info", f"WebSocket protocol error from peer, closed {code}: {reason} ({cycle.where})")
+                    )
                 self._peer_gone(actions, code, reason)
                 actions.extend(self._drop())
                 break

@@ -25,6 +25,7 @@ from ..protocol.events import (
     Write,
 )
 from ..protocol.http11 import HTTPConnection
+from ..protocol.proxy import TrustedProxies, apply_proxy_headers
 from ..protocol.websocket import WebSocketConnection
 from ..types import ASGIApp
 from .app import AppInstance
@@ -36,6 +37,30 @@ error_log = logging.getLogger("channelserver.error")
 access_log = logging.getLogger("channelserver.access")
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+class RateLimit:
+    """At most ``most`` lines per ``per`` seconds; the count of those held back is told
+    with the next line let through. Keeps a flood of bad clients from flooding the log."""
+
+    def __init__(self, per: float, most: int) -> None:
+        self.per = per
+        self.most = most
+        self.window_start = 0.0
+        self.count = 0
+        self.suppressed = 0
+
+    def allow(self) -> tuple[bool, int]:
+        now = time.monotonic()
+        if now - self.window_start > self.per:
+            self.window_start = now
+            self.count = 0
+        self.count += 1
+        if self.count > self.most:
+            self.suppressed += 1
+            return False, 0
+        held, self.suppressed = self.suppressed, 0
+        return True, held
 
 
 class ServerState:
@@ -56,7 +81,9 @@ class ServerState:
         self.access_log_enabled = config.access_log and access_log.isEnabledFor(logging.INFO)
         self.read_high_water = 256 * 1024
         self.read_low_water = 64 * 1024
-        self.queue_high_water = 64
+        self.queue_high_water = config.ws_max_queue
+        self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.warnings = RateLimit(per=10.0, most=20)
         self.shutting_down = False
         #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
         self.drain_started = asyncio.Event()
@@ -135,9 +162,15 @@ class ConnectionProtocol(asyncio.Protocol):
             max_incomplete_event_size=config.h11_max_incomplete_event_size,
             default_headers=self.state.default_headers,
             extensions=self._http_extensions,
+            max_headers=config.max_headers,
+            max_body_size=config.max_body_size,
         )
         if self.state.shutting_down:
             self.machine.closing = True
+        limit = config.max_connections
+        if limit is not None and len(self.state.connections) > limit:
+            self.run(self.machine.refuse_connection(503, f"more than {limit} open connections"))
+            return
         self.run(self.machine.start())
 
     def _http_extensions(self) -> dict[str, Any]:
@@ -235,6 +268,8 @@ class ConnectionProtocol(asyncio.Protocol):
     def _start_app(self, cycle: Any, scope: dict[str, Any]) -> None:
         state = self.state
         state.total_requests += 1
+        if state.trusted is not None:
+            apply_proxy_headers(scope, state.trusted)
         instance = AppInstance(self, self.machine, cycle, scope)
         self.instances.add(instance)
         state.instances.add(instance)
@@ -270,6 +305,7 @@ class ConnectionProtocol(asyncio.Protocol):
             per_message_deflate=config.ws_per_message_deflate,
             default_headers=self.state.default_header_list,
             extensions={"channelserver.drain": drain.extension()},
+            handshake_timeout=config.ws_handshake_timeout,
         )
         self.ws_started = time.monotonic()
         self.run(self.machine.start())
@@ -302,7 +338,15 @@ class ConnectionProtocol(asyncio.Protocol):
     # -- logging ---------------------------------------------------------------------------
     def _log(self, action: Log) -> None:
         logger = access_log if action.logger == "access" else error_log
-        logger.log(_LEVELS.get(action.level, 30), "%s", action.message, exc_info=action.exc)
+        level = _LEVELS.get(action.level, 30)
+        if level == 30 and action.logger == "error":
+            # warnings from the machines are about what peers sent: rate-limited
+            allowed, held = self.state.warnings.allow()
+            if not allowed:
+                return
+            if held:
+                logger.warning("(%d similar warnings were not logged)", held)
+        logger.log(level, "%s", action.message, exc_info=action.exc)
 
     def _access(self, instance: AppInstance) -> None:
         scope = instance.scope

@@ -47,9 +47,7 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             return
 
 
-def start_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
-) -> asyncio.Future[None] | None:
+def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
     """Run ``coro`` until it first suspends. None if it finished; else the Task that
     carries on."""
     if sys.version_info >= (3, 12):

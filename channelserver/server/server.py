@@ -34,6 +34,7 @@ from ..errors import StartupError
 from ..types import ASGIApp
 from .connection import ConnectionProtocol, ServerState
 from .lifespan import Lifespan
+from .tls import ssl_context
 
 __all__ = ["Server", "bind_socket", "new_event_loop", "run"]
 
@@ -90,13 +91,13 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-def describe_socket(sock: socket.socket) -> str:
+def describe_socket(sock: socket.socket, tls: bool = False) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name}"
     host, port = name[0], name[1]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -105,7 +106,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if kind == "uvloop":
-                raise StartupError("--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')")
+                raise StartupError("--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')") from None
         else:
             return uvloop.new_event_loop()  # type: ignore[no-any-return]
     return asyncio.new_event_loop()
@@ -131,15 +132,16 @@ class Server:
         self.started = asyncio.Event()
         self.state = state = ServerState(self.config, self.app, loop)
         self.lifespan = Lifespan(self.app, self.config.lifespan, loop)
+        context = ssl_context(self.config)
         state.lifespan_state = await self.lifespan.startup()
         if sockets is None:
             sockets = [bind_socket(self.config)]
         for sock in sockets:
             listener = await loop.create_server(
-                lambda: ConnectionProtocol(state), sock=sock, backlog=self.config.backlog
+                lambda: ConnectionProtocol(state), sock=sock, backlog=self.config.backlog, ssl=context
             )
             self.listeners.append(listener)
-            self.bound.append(describe_socket(sock))
+            self.bound.append(describe_socket(sock, tls=context is not None))
         for where in self.bound:
             log.info("Listening on %s (pid %d)", where, os.getpid())
         self.started.set()
