@@ -295,7 +295,7 @@ def options() -> Iterator[Option]:
         if f.default is not dataclasses.MISSING:
             default = f.default
         else:
-            default = f.default_factory()  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[operator]
         yield Option(
             name=f.name,
             type=str if choices else base,

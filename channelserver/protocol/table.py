@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import ASGIProtocolError
 
-Table = Mapping[tuple[enum.Enum, str], enum.Enum]
+Table = Mapping[tuple[Any, str], Any]
 
 
 def allowed(table: Table, state: enum.Enum) -> list[str]:

@@ -38,7 +38,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
@@ -345,7 +345,7 @@ class WebSocketConnection:
                 f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({cycle.where})"
             )
         headers = check_headers("websocket.accept", message.get("headers", ()), cycle.where)
-        extensions = [PerMessageDeflate()] if self.per_message_deflate else []
+        extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
         data = self.handshake.send(
             AcceptConnection(
                 subprotocol=subprotocol,
@@ -476,7 +476,7 @@ class WebSocketConnection:
                     self._too_big(actions)
                     continue
                 if event.message_finished:  # type: ignore[attr-defined]
-                    joined = ("" if etype is TextMessage else b"").join(self.parts)  # type: ignore[attr-defined]
+                    joined = ("" if etype is TextMessage else b"").join(self.parts)
                     self.parts = []
                     self.parts_size = 0
                     key = "text" if etype is TextMessage else "bytes"

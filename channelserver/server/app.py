@@ -184,7 +184,7 @@ class AppInstance:
     async def run(self) -> None:
         exc: BaseException | None = None
         try:
-            result = await self.conn.state.app(self.scope, self.receive, self.send)
+            result: Any = await self.conn.state.app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
             if result is not None:
                 error_log.warning("ASGI app returned a value (%r); ASGI apps return None (%s)", result, self.describe())
         except asyncio.CancelledError as e:

@@ -135,7 +135,7 @@ class ConnectionProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.ws_started: float | None = None
-        self.drain: ConnectionDrain | None = None
+        self.ws_drain: ConnectionDrain | None = None
         #: Nesting of run(): app instances start after the actions of the outermost run,
         #: eagerly (see eager.py) unless run() was entered from inside an app.
         self.depth = 0
@@ -289,7 +289,7 @@ class ConnectionProtocol(asyncio.Protocol):
 
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config
-        self.drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
+        self.ws_drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
         self.machine = WebSocketConnection(
             action.request,
             action.trailing_data,
@@ -384,7 +384,7 @@ class ConnectionProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """The drain begins: HTTP finishes what is in flight; a WebSocket closes with 1012
         now, or when its app's last ``channelserver.drain`` hold ends."""
-        drain = self.drain
+        drain = self.ws_drain
         if drain is not None and not drain.begin():
             return
         self.run(self.machine.shutdown())

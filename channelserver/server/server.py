@@ -108,7 +108,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             if kind == "uvloop":
                 raise StartupError("--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')") from None
         else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 
@@ -237,7 +237,7 @@ class Server:
 def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Route SIGINT/SIGTERM to ``server.handle_exit``; restore the old handlers after."""
     sigs = [signal.SIGINT, signal.SIGTERM]
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     try:
         for sig in sigs:
             try:
