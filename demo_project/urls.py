@@ -1,9 +1,7 @@
-from django.http import HttpResponse
+"""Django's routes: the live page. (GraphQL is routed in asgi.py, before Django.)"""
+
 from django.urls import path
 
+from demo_project.views import index
 
-def index(request):
-    return HttpResponse("channelserver demo\n", content_type="text/plain")
-
-
-urlpatterns = [path("", index)]
+urlpatterns = [path("", index, name="index")]
