@@ -35,10 +35,10 @@ from .errors import ConfigError, StartupError
 
 __all__ = [
     "TAG",
+    "channel_layer_warnings",
     "check_application",
     "check_channel_layers",
     "check_settings",
-    "channel_layer_warnings",
     "register",
 ]
 
@@ -229,7 +229,7 @@ def _application_messages(app: Any) -> list[checks.CheckMessage]:
                 checks.Warning(
                     f"The ProtocolTypeRouter of settings.ASGI_APPLICATION = {target!r} has no 'http' entry, "
                     "so every HTTP request fails with \"No application configured for scope type 'http'\".",
-                    hint="Add \"http\": django.core.asgi.get_asgi_application() to the ProtocolTypeRouter.",
+                    hint='Add "http": django.core.asgi.get_asgi_application() to the ProtocolTypeRouter.',
                     obj=target,
                     id="channelserver.W003",
                 )
@@ -241,7 +241,7 @@ def _application_messages(app: Any) -> list[checks.CheckMessage]:
                     f"WebSocket connections to settings.ASGI_APPLICATION = {target!r} do not pass an "
                     "OriginValidator: any web page a visitor opens can connect to your consumers with the "
                     "visitor's cookies (cross-site WebSocket hijacking).",
-                    hint="Wrap the websocket router: \"websocket\": AllowedHostsOriginValidator(URLRouter(...)) "
+                    hint='Wrap the websocket router: "websocket": AllowedHostsOriginValidator(URLRouter(...)) '
                     "(from channels.security.websocket). If your own middleware checks the Origin header, "
                     "add 'channelserver.W002' to SILENCED_SYSTEM_CHECKS.",
                     obj=target,

@@ -135,9 +135,7 @@ def application_target() -> str:
             "application, for example 'mysite.asgi.application'."
         )
     if not isinstance(path, str) or "." not in path:
-        raise StartupError(
-            f"settings.ASGI_APPLICATION = {path!r} is not a dotted path like 'mysite.asgi.application'."
-        )
+        raise StartupError(f"settings.ASGI_APPLICATION = {path!r} is not a dotted path like 'mysite.asgi.application'.")
     module, _, attr = path.rpartition(".")
     return f"{module}:{attr}"
 

@@ -67,7 +67,7 @@ class AccessFormatter(logging.Formatter):
         super().__init__("[%(asctime)s] %(message)s", datefmt=TIME_FORMAT)
         self.style = style or no_style()
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         return status_role(self.style, getattr(record, "status_code", None))(line)
 
@@ -79,7 +79,7 @@ class ErrorFormatter(logging.Formatter):
         super().__init__("[%(asctime)s] %(message)s", datefmt=TIME_FORMAT)
         self.style = style or no_style()
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+    def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         if record.levelno >= logging.ERROR:
             return self.style.ERROR(line.replace("] ", f"] {record.levelname}: ", 1))  # type: ignore[no-any-return]
