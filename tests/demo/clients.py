@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -315,6 +315,7 @@ class HTTPSubscription:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         self.response: httpx.Response | None = None
         self._buffer = b""
+        self._stream: AsyncGenerator[Event, None] | None = None
 
     async def start(self) -> HTTPSubscription:
         request = self.client.build_request("POST", self.url, json=self.body, headers={"accept": _ACCEPT[self.kind]})
@@ -331,7 +332,7 @@ class HTTPSubscription:
         assert self.response is not None
         return self.response.headers
 
-    async def events(self, timeout: float = 5.0) -> AsyncIterator[Event]:
+    async def events(self, timeout: float = 5.0) -> AsyncGenerator[Event, None]:
         assert self.response is not None
         chunks = self.response.aiter_raw().__aiter__()
         while True:
@@ -343,6 +344,13 @@ class HTTPSubscription:
                 self._buffer += await asyncio.wait_for(chunks.__anext__(), timeout)
             except StopAsyncIteration:
                 raise AssertionError(f"{self.kind} stream ended without its final marker: {self._buffer!r}") from None
+
+    async def next_event(self, timeout: float = 5.0) -> Event:
+        """The next event, keeping the stream open (unlike breaking out of ``events()``,
+        whose generator, once dropped, closes the response)."""
+        if self._stream is None:
+            self._stream = self.events(timeout)
+        return await self._stream.__anext__()
 
     def _parse(self) -> list[Event]:
         return self._parse_sse() if self.kind == SSE else self._parse_multipart()
@@ -385,6 +393,8 @@ class HTTPSubscription:
 
     async def close(self) -> None:
         """Go away: close the response (mid-stream, this closes the connection) and the client."""
+        if self._stream is not None:
+            await self._stream.aclose()
         if self.response is not None:
             await self.response.aclose()
         await self.client.aclose()
