@@ -1,0 +1,518 @@
+"""Behaviour of the HTTP/1.1 machine, with a real h11 client on the other end.
+
+Keep-alive and pipelining, request bodies (content-length and chunked) with
+``more_body``, ``Expect: 100-continue``, HEAD, the content-length of whole responses,
+``http.disconnect``, ``ClientDisconnected``, an app that returns without answering, the
+keep-alive timer, shutdown, and every kind of malformed request: the exact status, one
+warning line, a closed transport and never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+import pytest
+
+from channelserver.errors import ClientDisconnected
+from channelserver.protocol.asgi_http import State
+from channelserver.protocol.events import CloseTransport, Deliver, Log, SetTimer, StartApp, Write
+from channelserver.protocol.http11 import KEEP_ALIVE
+
+from .helpers import CLIENT, SERVER, HTTPPair, read_responses, request_bytes
+
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+def body(data: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def answer(pair: HTTPPair, cycle: Any, data: bytes = b"ok") -> list[Any]:
+    pair.app_send(cycle, START)
+    return pair.app_send(cycle, body(data))
+
+
+# -- the scope ---------------------------------------------------------------------------
+
+
+def test_scope_of_a_request() -> None:
+    pair = HTTPPair(root_path="/mount")
+    pair.request("GET", "/a%20b/c?x=1&y=%20", headers=[("X-Mixed-Case", "Value")])
+    scope = pair.scope
+    assert scope == {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/mount/a b/c",
+        "raw_path": b"/a%20b/c",
+        "query_string": b"x=1&y=%20",
+        "root_path": "/mount",
+        "headers": [(b"host", b"example.com"), (b"x-mixed-case", b"Value")],
+        "client": CLIENT,
+        "server": SERVER,
+        "extensions": {},
+    }
+
+
+def test_scope_carries_a_copy_of_the_lifespan_state() -> None:
+    state = {"db": "pool"}
+    pair = HTTPPair(state=state)
+    pair.request()
+    assert pair.scope["state"] == state
+    pair.scope["state"]["db"] = "changed by one request"
+    assert state == {"db": "pool"}
+
+
+# -- keep-alive and pipelining -----------------------------------------------------------
+
+
+def test_keep_alive_serves_requests_one_after_another() -> None:
+    pair = HTTPPair()
+    assert pair.timers == {KEEP_ALIVE: 5.0}
+    for n in range(3):
+        pair.request("GET", f"/{n}")
+        assert KEEP_ALIVE not in pair.timers, "no idle timeout while a request is in flight"
+        answer(pair, pair.cycle, b"answer %d" % n)
+        assert pair.response().body == b"answer %d" % n
+        assert pair.timers == {KEEP_ALIVE: 5.0}
+        pair.client.start_next_cycle()
+    assert len(pair.started) == 3
+    assert pair.closes == 0
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    pair = HTTPPair()
+    pair.feed(request_bytes("GET", "/first") + request_bytes("POST", "/second", body=b"payload"))
+    # Only the first app runs: the second request waits until the first response is done.
+    assert [s.scope["path"] for s in pair.started] == ["/first"]
+    first = pair.cycle
+    pair.app_send(first, START)
+    pair.app_send(first, body(b"one", more=True))
+    assert len(pair.started) == 1
+    pair.app_send(first, body(b"!"))
+    assert [s.scope["path"] for s in pair.started] == ["/first", "/second"]
+    second = pair.cycle
+    assert pair.receive(second) == {"type": "http.request", "body": b"payload", "more_body": False}
+    answer(pair, second, b"two")
+    assert [r.body for r in read_responses(bytes(pair.wire), [b"GET", b"POST"], eof=False)] == [b"one!", b"two"]
+    assert pair.closes == 0
+
+
+def test_http10_request_closes_after_the_response() -> None:
+    pair = HTTPPair()
+    pair.feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert pair.scope["http_version"] == "1.0"
+    answer(pair, pair.cycle)
+    assert [r.status for r in read_responses(bytes(pair.wire))] == [200]
+    assert pair.closes == 1
+
+
+def test_connection_close_from_the_client_is_honoured() -> None:
+    pair = HTTPPair()
+    pair.request(headers=[("Connection", "close")])
+    answer(pair, pair.cycle)
+    assert pair.response().status == 200
+    assert pair.closes == 1
+
+
+# -- request bodies ----------------------------------------------------------------------
+
+
+def test_content_length_body_in_pieces_with_more_body() -> None:
+    pair = HTTPPair()
+    head = request_bytes("POST", "/", body=b"0123456789")
+    split = head.index(b"\r\n\r\n") + 4
+    pair.feed(head[: split + 3])
+    pair.feed(head[split + 3 : split + 7])
+    pair.feed(head[split + 7 :])
+    messages = pair.delivered()
+    assert messages == [
+        {"type": "http.request", "body": b"012", "more_body": True},
+        {"type": "http.request", "body": b"3456", "more_body": True},
+        {"type": "http.request", "body": b"789", "more_body": False},
+    ]
+    assert all(type(m["body"]) is bytes for m in messages), "ASGI bodies are bytes, not bytearray"
+
+
+def test_chunked_body_with_more_body() -> None:
+    pair = HTTPPair()
+    pair.send(h11.Request(method="POST", target="/", headers=[("Host", "a"), ("Transfer-Encoding", "chunked")]))
+    assert pair.delivered() == []
+    pair.send(h11.Data(data=b"abc"))
+    pair.send(h11.Data(data=b"de"))
+    pair.send(h11.EndOfMessage())
+    messages = pair.delivered()
+    assert messages == [
+        {"type": "http.request", "body": b"abc", "more_body": True},
+        {"type": "http.request", "body": b"de", "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": False},
+    ]
+    assert all(type(m["body"]) is bytes for m in messages), "ASGI bodies are bytes, not bytearray"
+
+
+def test_whole_body_in_one_feed_is_one_message() -> None:
+    pair = HTTPPair()
+    pair.request("PUT", "/", body=b"x" * 1000)
+    assert pair.delivered() == [{"type": "http.request", "body": b"x" * 1000, "more_body": False}]
+
+
+def test_expect_100_continue_is_sent_when_the_app_asks_for_the_body() -> None:
+    pair = HTTPPair()
+    pair.send(
+        h11.Request(
+            method="POST", target="/", headers=[("Host", "a"), ("Expect", "100-continue"), ("Content-Length", "3")]
+        )
+    )
+    assert len(pair.started) == 1
+    assert pair.wire == b"", "no 100 Continue before the app reads"
+    assert pair.receive() is None  # the app awaits receive(): now the client may send
+    assert [type(e) for e in pair.client_events()] == [h11.InformationalResponse]
+    assert pair.client.their_state is h11.SEND_RESPONSE
+    assert pair.receive() is None
+    assert pair.client_events() == [], "100 Continue is sent once"
+    pair.send(h11.Data(data=b"abc"), h11.EndOfMessage())
+    assert pair.receive() == {"type": "http.request", "body": b"abc", "more_body": False}
+    answer(pair, pair.cycle)
+    assert pair.response().status == 200
+
+
+def test_expect_100_continue_never_sent_when_the_app_answers_without_reading() -> None:
+    pair = HTTPPair()
+    pair.send(
+        h11.Request(
+            method="POST", target="/", headers=[("Host", "a"), ("Expect", "100-continue"), ("Content-Length", "3")]
+        )
+    )
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": 417})
+    pair.app_send(pair.cycle, body(b"no"))
+    response = pair.response()
+    assert (response.informational, response.status) == ([], 417)
+    # The body the client might still send cannot be told from a next request: close.
+    assert pair.closes == 1
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def test_whole_response_gets_a_content_length() -> None:
+    pair = HTTPPair()
+    pair.request()
+    answer(pair, pair.cycle, b"hello")
+    response = pair.response()
+    assert response.header(b"content-length") == b"5"
+    assert response.header(b"transfer-encoding") is None
+    assert response.body == b"hello"
+
+
+def test_streamed_response_is_chunked() -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, START)
+    pair.app_send(pair.cycle, body(b"a", more=True))
+    pair.app_send(pair.cycle, body(b"", more=True))
+    pair.app_send(pair.cycle, body(b"b"))
+    response = pair.response()
+    assert response.header(b"transfer-encoding") == b"chunked"
+    assert response.header(b"content-length") is None
+    assert response.body == b"ab"
+
+
+def test_app_content_length_is_kept() -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": 200, "headers": [(b"Content-Length", b"3")]})
+    pair.app_send(pair.cycle, body(b"abc"))
+    response = pair.response()
+    assert [v for n, v in response.headers if n == b"content-length"] == [b"3"]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_content_length_on_bodiless_statuses(status: int) -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": status})
+    pair.app_send(pair.cycle, body(b""))
+    response = pair.response()
+    assert response.status == status
+    assert response.header(b"content-length") is None
+
+
+def test_head_has_no_body_but_the_content_length_of_one() -> None:
+    pair = HTTPPair()
+    pair.request("HEAD")
+    answer(pair, pair.cycle, b"hello")
+    response = pair.response()
+    assert (response.status, response.header(b"content-length"), response.body) == (200, b"5", b"")
+    # Nothing but the head on the wire: the next request parses cleanly.
+    assert pair.wire.endswith(b"\r\n\r\n")
+    pair.client.start_next_cycle()
+    pair.request()
+    answer(pair, pair.cycle, b"next")
+    assert pair.response().body == b"next"
+
+
+def test_head_streamed_sends_no_body_bytes() -> None:
+    pair = HTTPPair()
+    pair.request("HEAD")
+    pair.app_send(pair.cycle, START)
+    pair.app_send(pair.cycle, body(b"part", more=True))
+    pair.app_send(pair.cycle, body(b"rest"))
+    assert pair.response().body == b""
+    assert pair.wire.endswith(b"\r\n\r\n")
+    assert pair.closes == 0
+
+
+def test_default_headers_come_first_and_are_valid() -> None:
+    pair = HTTPPair(default_headers=lambda: b"server: channelserver\r\n")
+    pair.request()
+    answer(pair, pair.cycle)
+    response = pair.response()
+    assert response.headers[0] == (b"server", b"channelserver")
+
+
+# -- disconnects -------------------------------------------------------------------------
+
+
+def test_http_disconnect_is_delivered_after_the_response_completes() -> None:
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
+    pair.app_send(cycle, START)
+    assert pair.receive() is None, "no disconnect while the response is in progress"
+    pair.app_send(cycle, body(b"done"))
+    assert pair.receive() == {"type": "http.disconnect"}
+
+
+def test_eof_during_a_request_delivers_http_disconnect() -> None:
+    pair = HTTPPair()
+    pair.send(h11.Request(method="POST", target="/", headers=[("Host", "a"), ("Content-Length", "10")]))
+    pair.send(h11.Data(data=b"12345"))
+    actions = pair.eof()
+    assert pair.delivered() == [
+        {"type": "http.request", "body": b"12345", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert pair.kinds(actions) == ["Deliver", "CloseTransport"]
+    assert pair.cycle.state is State.DISCONNECTED
+
+
+def test_eof_while_idle_only_closes() -> None:
+    pair = HTTPPair()
+    assert pair.kinds(pair.eof()) == ["CloseTransport"]
+    assert pair.eof() == []
+
+
+def test_send_after_eof_raises_client_disconnected() -> None:
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    pair.app_send(cycle, START)
+    pair.app_send(cycle, body(b"streaming", more=True))
+    pair.eof()
+    with pytest.raises(ClientDisconnected) as info:
+        pair.app_send(cycle, body(b"more", more=True))
+    assert isinstance(info.value, OSError)
+    assert str(info.value) == "client disconnected (GET / from 127.0.0.1:53122)"
+    assert pair.app_returned(cycle, info.value) == []
+
+
+# -- the app ending without an answer -------------------------------------------------------
+
+
+def test_app_returned_without_a_response_gets_500_and_a_log_line() -> None:
+    pair = HTTPPair()
+    pair.request()
+    actions = pair.app_returned(pair.cycle)
+    assert pair.errors() == ["ASGI app returned without starting a response; sent 500 (GET / from 127.0.0.1:53122)"]
+    response = pair.response()
+    assert (response.status, response.body) == (500, b"Internal Server Error\n")
+    assert any(isinstance(a, CloseTransport) for a in actions) or any(isinstance(a, SetTimer) for a in actions)
+
+
+def test_app_returned_after_start_only_gets_500() -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, START)
+    pair.app_returned(pair.cycle)
+    assert len(pair.errors()) == 1
+    assert pair.response().status == 500
+
+
+def test_app_returned_mid_body_closes_the_connection() -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, START)
+    pair.app_send(pair.cycle, body(b"half", more=True))
+    actions = pair.app_returned(pair.cycle)
+    assert pair.errors() == [
+        "ASGI app returned without completing the response; closed the connection (GET / from 127.0.0.1:53122)"
+    ]
+    assert CloseTransport() in actions
+
+
+def test_app_raised_before_the_response_gets_500_without_a_second_log_line() -> None:
+    """The exception itself is logged by the asyncio layer, with its traceback."""
+    pair = HTTPPair()
+    pair.request()
+    pair.app_returned(pair.cycle, RuntimeError("boom"))
+    assert pair.logs == []
+    assert pair.response().status == 500
+
+
+def test_app_returned_after_completing_changes_nothing() -> None:
+    pair = HTTPPair()
+    pair.request()
+    answer(pair, pair.cycle)
+    assert pair.app_returned(pair.cycle) == []
+
+
+# -- timers and shutdown ------------------------------------------------------------------
+
+
+def test_keep_alive_timer_closes_an_idle_connection() -> None:
+    pair = HTTPPair()
+    pair.request()
+    answer(pair, pair.cycle)
+    assert pair.kinds(pair.fire(KEEP_ALIVE)) == ["CloseTransport"]
+
+
+def test_keep_alive_timer_does_nothing_during_a_request() -> None:
+    pair = HTTPPair()
+    pair.request()
+    assert pair.fire(KEEP_ALIVE) == []
+    answer(pair, pair.cycle)
+    assert pair.response().status == 200
+
+
+def test_shutdown_closes_an_idle_connection() -> None:
+    pair = HTTPPair()
+    assert pair.kinds(pair.shutdown()) == ["CloseTransport"]
+
+
+def test_shutdown_lets_the_request_in_flight_finish_with_connection_close() -> None:
+    pair = HTTPPair()
+    pair.request()
+    assert pair.shutdown() == []
+    answer(pair, pair.cycle)
+    response = pair.response()
+    assert (response.status, response.header(b"connection")) == (200, b"close")
+    assert pair.closes == 1
+
+
+# -- malformed requests -------------------------------------------------------------------
+
+BIG = b"a" * 20000
+
+MALFORMED = [
+    ("bad-request-line", b"GET\r\n\r\n", 400),
+    ("http09-simple-request", b"GET /\r\n\r\n", 400),
+    ("http09-version", b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+    ("http2-version-over-http1", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ("space-in-header-name", b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),
+    ("control-byte-in-header-name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x01: x\r\n\r\n", 400),
+    ("nul-in-header-value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n", 400),
+    ("nul-in-target", b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("missing-host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400),
+    (
+        "conflicting-content-length",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
+    ("content-length-not-a-number", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", 400),
+    ("content-length-negative", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+    (
+        "content-length-with-transfer-encoding",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    ("unsupported-transfer-encoding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("oversized-header", b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + BIG + b"\r\n\r\n", 431),
+    ("oversized-target", b"GET /" + BIG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 431),
+    ("too-many-headers", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", 431),
+]
+
+
+@pytest.mark.parametrize("feed", ["whole", "bytewise"])
+@pytest.mark.parametrize(("data", "status"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_request_gets_the_exact_status(data: bytes, status: int, feed: str) -> None:
+    pair = HTTPPair()
+    actions = pair.feed(data) if feed == "whole" else pair.feed_bytewise(data)
+    assert not any(isinstance(a, StartApp) for a in actions), "the app never sees a malformed request"
+    responses = read_responses(bytes(pair.wire))
+    assert [r.status for r in responses] == [status]
+    assert responses[0].header(b"connection") == b"close"
+    assert pair.closes == 1
+    warnings = pair.warnings()
+    assert len(warnings) == 1 and len(pair.logs) == 1, pair.logs
+    assert "127.0.0.1:53122" in warnings[0] and warnings[0].endswith(f"(answered {status})"), warnings[0]
+    assert pair.feed(request_bytes()) == [], "nothing more is read after the answer"
+
+
+@pytest.mark.parametrize("feed", ["whole", "bytewise"])
+def test_bad_chunk_size_after_the_app_started_gets_400(feed: str) -> None:
+    """The app was started by the head; the bad chunk comes later. The app is told
+    ``http.disconnect``; the client, which got no response yet, gets its 400."""
+    pair = HTTPPair()
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    pair.feed(head)
+    assert len(pair.started) == 1
+    chunk = b"zz\r\nabc\r\n"
+    pair.feed(chunk) if feed == "whole" else pair.feed_bytewise(chunk)
+    assert pair.delivered() == [{"type": "http.disconnect"}]
+    assert [r.status for r in read_responses(bytes(pair.wire), [b"POST"])] == [400]
+    assert pair.closes == 1
+    assert len(pair.warnings()) == 1
+    with pytest.raises(ClientDisconnected):
+        pair.app_send(pair.cycle, START)
+
+
+def test_duplicate_identical_content_length_is_one_length() -> None:
+    """RFC 9112 section 6.3 lets a recipient treat ``3, 3`` as 3; the body is read once."""
+    pair = HTTPPair()
+    pair.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
+    assert pair.delivered() == [{"type": "http.request", "body": b"abc", "more_body": False}]
+    assert pair.logs == []
+
+
+def test_unknown_method_reaches_the_app() -> None:
+    pair = HTTPPair()
+    pair.feed(b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert pair.scope["method"] == "BREW"
+
+
+def test_body_over_max_body_size_gets_413() -> None:
+    pair = HTTPPair(max_body_size=10)
+    pair.feed(request_bytes("POST", "/", body=b"x" * 11))
+    assert pair.started == []
+    assert [r.status for r in read_responses(bytes(pair.wire), [b"POST"])] == [413]
+    assert pair.closes == 1
+
+
+def test_chunked_body_over_max_body_size_gets_413_as_it_streams() -> None:
+    pair = HTTPPair(max_body_size=10)
+    pair.send(h11.Request(method="POST", target="/", headers=[("Host", "a"), ("Transfer-Encoding", "chunked")]))
+    pair.send(h11.Data(data=b"x" * 6))
+    assert pair.closes == 0
+    pair.send(h11.Data(data=b"x" * 6))
+    assert pair.delivered() == [
+        {"type": "http.request", "body": b"x" * 6, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    assert [r.status for r in read_responses(bytes(pair.wire), [b"POST"])] == [413]
+    assert pair.closes == 1
+
+
+def test_garbage_after_a_good_request_gets_400_after_its_response() -> None:
+    """A pipelined good request is answered; the malformed one after it gets its 400."""
+    pair = HTTPPair()
+    pair.feed(request_bytes() + b"NOT HTTP\r\n\r\n")
+    assert len(pair.started) == 1 and pair.closes == 0
+    answer(pair, pair.cycle)
+    assert [r.status for r in read_responses(bytes(pair.wire), [b"GET", b"GET"])] == [200, 400]
+    assert pair.closes == 1
+    assert all(isinstance(a, (Write, Deliver, SetTimer, Log, CloseTransport)) for a in pair.actions[-5:])

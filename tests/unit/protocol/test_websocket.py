@@ -1,0 +1,520 @@
+"""Behaviour of the WebSocket machine, with a real wsproto client on the other end.
+
+The handshake (checked by wsproto before the app starts), ``websocket.connect`` exactly
+once with early frames held until accept, close before accept (403), denial responses,
+messages both ways, close code and reason both ways, ping/pong kept from the app,
+fragmentation, size limits, protocol errors from the peer (frames built by hand), EOF,
+sends after the peer left, keepalive pings, shutdown and permessage-deflate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+
+from channelserver.errors import ClientDisconnected
+from channelserver.protocol.asgi_websocket import State
+from channelserver.protocol.events import CloseTransport, Log, StartApp, Write
+from channelserver.protocol.websocket import HANDSHAKE, PING, PONG
+
+from .helpers import WSPair, close_payload, frame, read_responses, rejection
+
+CONNECT = {"type": "websocket.connect"}
+WHERE = "WebSocket /ws/ from 127.0.0.1:53122"
+
+
+def text(data: str) -> dict[str, Any]:
+    return {"type": "websocket.receive", "text": data}
+
+
+def binary(data: bytes) -> dict[str, Any]:
+    return {"type": "websocket.receive", "bytes": data}
+
+
+def disconnect(code: int, reason: str = "") -> dict[str, Any]:
+    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
+
+def accepted(**ws_options: Any) -> WSPair:
+    pair = WSPair(ws_options=ws_options)
+    pair.accept()
+    return pair
+
+
+def closes_seen(pair: WSPair) -> list[tuple[int, str]]:
+    return [(e.code, e.reason) for e in pair.client_events() if isinstance(e, CloseConnection)]
+
+
+# -- the opening handshake ----------------------------------------------------------------
+
+UPGRADE = b"GET /ws/ HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "version_header"),
+    [
+        (b"Sec-WebSocket-Version: 13\r\n", 400, None),  # no Sec-WebSocket-Key
+        (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n", 426, b"13"),
+        (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 400, None),  # no version at all
+    ],
+    ids=["missing-key", "wrong-version", "missing-version"],
+)
+def test_bad_handshake_is_refused_before_the_app_starts(
+    headers: bytes, status: int, version_header: bytes | None
+) -> None:
+    pair = WSPair()
+    pair.feed(UPGRADE + headers + b"\r\n")
+    assert pair.upgrades, "the HTTP machine hands the upgrade over"
+    assert not any(isinstance(a, StartApp) for a in pair.actions), "the app never starts"
+    responses = read_responses(bytes(pair.wire))
+    assert [r.status for r in responses] == [status]
+    if version_header is not None:
+        assert responses[0].header(b"sec-websocket-version") == version_header
+    assert pair.closes == 1
+    assert len(pair.warnings()) == 1 and len(pair.logs) == 1
+    assert pair.warnings()[0].startswith("Rejected WebSocket handshake from 127.0.0.1:53122: ")
+    assert pair.warnings()[0].endswith(f"(answered {status})")
+
+
+def test_scope_of_a_websocket() -> None:
+    pair = WSPair(root_path="/mount")
+    pair.connect("/ws/a%20b?x=1", subprotocols=["graphql-transport-ws", "graphql-ws"])
+    scope = pair.scope
+    assert scope["type"] == "websocket"
+    assert scope["scheme"] == "ws"
+    assert scope["path"] == "/mount/ws/a b"
+    assert scope["raw_path"] == b"/ws/a%20b"
+    assert scope["query_string"] == b"x=1"
+    assert scope["subprotocols"] == ["graphql-transport-ws", "graphql-ws"]
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert "websocket.http.response" in scope["extensions"]
+    assert all(name == name.lower() for name, _ in scope["headers"])
+
+
+def test_connect_is_delivered_once_and_early_frames_wait_for_accept() -> None:
+    pair = WSPair()
+    pair.connect(then=frame(0x1, b"one") + frame(0x2, b"two"))
+    assert pair.delivered() == [CONNECT]
+    assert pair.receive() == CONNECT
+    assert pair.receive() is None, "receive() waits; it does not return connect again"
+    pair.feed(frame(0x1, b"three"))
+    assert pair.receive() is None, "nothing reaches the app before it accepted"
+    assert pair.delivered() == [CONNECT]
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    assert [type(e) for e in pair.client_events()] == [AcceptConnection]
+    assert [pair.receive(), pair.receive(), pair.receive(), pair.receive()] == [
+        text("one"),
+        binary(b"two"),
+        text("three"),
+        None,
+    ]
+    assert pair.delivered().count(CONNECT) == 1
+
+
+def test_accept_with_subprotocol_and_headers() -> None:
+    pair = WSPair()
+    pair.connect(subprotocols=["chat", "graphql-ws"])
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.accept", "subprotocol": "graphql-ws", "headers": [(b"x-a", b"1")]})
+    events = pair.client_events()
+    assert isinstance(events[0], AcceptConnection)
+    assert events[0].subprotocol == "graphql-ws"
+    assert (b"x-a", b"1") in events[0].extra_headers
+
+
+def test_close_before_accept_is_403_and_logs_nothing() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.close"})
+    refused = rejection(pair.client_events())
+    assert (refused.status, refused.finished) == (403, True)
+    assert pair.logs == []
+    assert pair.closes == 1
+    assert pair.receive() == disconnect(1006)
+    pair.app_returned(pair.cycle)
+    assert pair.logs == []
+
+
+def test_denial_response_sends_that_status_headers_and_body() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.receive()
+    cycle = pair.cycle
+    pair.app_send(cycle, {"type": "websocket.http.response.start", "status": 401, "headers": [(b"x-why", b"token")]})
+    pair.app_send(cycle, {"type": "websocket.http.response.body", "body": b"not ", "more_body": True})
+    pair.app_send(cycle, {"type": "websocket.http.response.body", "body": b"allowed"})
+    refused = rejection(pair.client_events())
+    assert (refused.status, refused.header(b"x-why"), refused.body, refused.finished) == (
+        401,
+        b"token",
+        b"not allowed",
+        True,
+    )
+    assert pair.closes == 1
+    assert pair.logs == []
+    assert pair.receive() == disconnect(1006)
+
+
+def test_app_returned_before_accepting_gets_500_and_a_log_line() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.app_returned(pair.cycle)
+    assert rejection(pair.client_events()).status == 500
+    assert pair.errors() == [f"ASGI app returned without accepting or closing ({WHERE}); sent 500"]
+    assert pair.closes == 1
+
+
+def test_app_returned_after_accept_closes_normally() -> None:
+    pair = accepted()
+    pair.app_returned(pair.cycle)
+    assert closes_seen(pair) == [(1000, "")]
+    assert pair.logs == []
+
+
+def test_handshake_timeout_answers_503() -> None:
+    pair = WSPair(ws_options={"handshake_timeout": 10.0})
+    pair.connect()
+    assert pair.timers[HANDSHAKE] == 10.0
+    pair.fire(HANDSHAKE)
+    assert rejection(pair.client_events()).status == 503
+    assert pair.closes == 1
+    assert len(pair.warnings()) == 1
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (TextMessage(data="hello"), text("hello")),
+        (TextMessage(data=""), text("")),
+        (TextMessage(data="h\u00e9llo \U0001f600"), text("h\u00e9llo \U0001f600")),
+        (BytesMessage(data=b"\x00\xff"), binary(b"\x00\xff")),
+        (BytesMessage(data=b""), binary(b"")),
+    ],
+    ids=["text", "empty-text", "unicode", "bytes", "empty-bytes"],
+)
+def test_client_messages_reach_the_app(event: Any, message: dict[str, Any]) -> None:
+    pair = accepted()
+    pair.send(event)
+    assert pair.receive() == message
+    assert pair.receive() is None
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"text": "hello"}, (TextMessage, "hello")),
+        ({"text": ""}, (TextMessage, "")),
+        ({"bytes": b"\x00\xff"}, (BytesMessage, b"\x00\xff")),
+        ({"bytes": b""}, (BytesMessage, b"")),
+        ({"bytes": None, "text": "t"}, (TextMessage, "t")),
+        ({"bytes": b"b", "text": None}, (BytesMessage, b"b")),
+    ],
+    ids=["text", "empty-text", "bytes", "empty-bytes", "bytes-none", "text-none"],
+)
+def test_app_messages_reach_the_client(message: dict[str, Any], expected: tuple[type, Any]) -> None:
+    pair = accepted()
+    pair.app_send(pair.cycle, {"type": "websocket.send", **message})
+    assert [(type(e), e.data) for e in pair.client_events()] == [expected]
+
+
+def test_fragmented_messages_are_joined_with_pings_in_between() -> None:
+    pair = accepted()
+    pair.send(TextMessage(data="hel", message_finished=False))
+    pair.send(Ping(payload=b"mid"))
+    pair.send(TextMessage(data="lo ", message_finished=False))
+    assert pair.receive() is None, "no part of a message before its last fragment"
+    pair.send(TextMessage(data="world", message_finished=True))
+    pair.send(BytesMessage(data=b"ab", message_finished=False))
+    pair.send(BytesMessage(data=b"cd", message_finished=True))
+    assert [pair.receive(), pair.receive(), pair.receive()] == [text("hello world"), binary(b"abcd"), None]
+    assert [type(e) for e in pair.client_events()] == [Pong]
+
+
+def test_message_of_max_size_is_delivered() -> None:
+    pair = accepted(max_size=10)
+    pair.send(BytesMessage(data=b"x" * 10))
+    assert pair.receive() == binary(b"x" * 10)
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragmented"])
+def test_message_over_max_size_closes_1009(fragmented: bool) -> None:
+    pair = accepted(max_size=10)
+    if fragmented:
+        pair.send(TextMessage(data="x" * 6, message_finished=False))
+        assert pair.closes == 0
+        pair.send(TextMessage(data="x" * 6, message_finished=True))
+    else:
+        pair.send(TextMessage(data="x" * 11))
+    assert pair.receive() == disconnect(1009, "message larger than 10 bytes")
+    assert closes_seen(pair) == [(1009, "message larger than 10 bytes")]
+    pair.send(CloseConnection(code=1009))
+    assert pair.closes == 1
+    assert pair.receive() is None, "one disconnect only"
+
+
+# -- close --------------------------------------------------------------------------------
+
+
+def test_client_close_code_and_reason_reach_the_app() -> None:
+    pair = accepted()
+    pair.send(CloseConnection(code=4001, reason="client says bye"))
+    assert pair.receive() == disconnect(4001, "client says bye")
+    assert closes_seen(pair) == [(4001, "client says bye")], "the close is echoed"
+    assert pair.closes == 1
+
+
+def test_client_close_without_a_code_is_1005() -> None:
+    pair = accepted()
+    pair.feed(frame(0x8))
+    assert pair.receive() == disconnect(1005)
+    assert pair.closes == 1
+
+
+def test_app_close_code_and_reason_reach_the_client() -> None:
+    pair = accepted()
+    pair.app_send(pair.cycle, {"type": "websocket.close", "code": 4002, "reason": "server says bye"})
+    events = pair.client_events()
+    assert [(e.code, e.reason) for e in events] == [(4002, "server says bye")]
+    assert pair.closes == 0, "the peer has close_timeout to answer"
+    assert pair.receive() is None
+    pair.send(events[0].response())
+    assert pair.receive() == disconnect(4002, "server says bye")
+    assert pair.closes == 1
+
+
+def test_app_close_default_code_is_1000() -> None:
+    pair = accepted()
+    pair.app_send(pair.cycle, {"type": "websocket.close"})
+    assert closes_seen(pair) == [(1000, "")]
+
+
+def test_close_handshake_timeout_drops_the_socket() -> None:
+    pair = accepted(close_timeout=5.0)
+    pair.app_send(pair.cycle, {"type": "websocket.close", "code": 1000})
+    assert pair.timers["close_handshake"] == 5.0
+    pair.fire("close_handshake")
+    assert pair.closes == 1
+    assert pair.receive() == disconnect(1000)
+
+
+def test_eof_without_close_frame_is_1006() -> None:
+    pair = accepted()
+    actions = pair.eof()
+    assert CloseTransport() in actions
+    assert pair.receive() == disconnect(1006)
+    assert pair.logs == []
+
+
+def test_eof_before_accept_is_1006_and_accept_then_writes_nothing() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.receive()
+    pair.eof()
+    assert pair.app_send(pair.cycle, {"type": "websocket.accept"}) == []
+    assert pair.wire == b""
+    assert pair.receive() == disconnect(1006)
+
+
+def test_sends_after_the_peer_left_are_dropped_until_the_app_was_told() -> None:
+    pair = accepted()
+    pair.eof()
+    cycle = pair.cycle
+    assert pair.app_send(cycle, {"type": "websocket.send", "text": "mid-send"}) == []
+    assert pair.app_send(cycle, {"type": "websocket.send", "bytes": b"again"}) == []
+    assert pair.logs == []
+    assert pair.receive() == disconnect(1006)  # the app is told: app_got_disconnect
+    with pytest.raises(ClientDisconnected) as info:
+        pair.app_send(cycle, {"type": "websocket.send", "text": "too late"})
+    assert isinstance(info.value, OSError)
+    assert str(info.value) == f"WebSocket client disconnected ({WHERE})"
+
+
+def test_bytes_after_the_close_handshake_are_ignored() -> None:
+    pair = accepted()
+    pair.send(CloseConnection(code=1000))
+    assert pair.closes == 1
+    assert pair.feed(frame(0x1, b"late")) == []
+    assert pair.feed(frame(0x8, close_payload(1000))) == []
+    assert pair.receive() == disconnect(1000)
+    assert pair.receive() is None
+
+
+# -- ping and pong ------------------------------------------------------------------------
+
+
+def test_ping_is_answered_and_never_reaches_the_app() -> None:
+    pair = accepted()
+    pair.send(Ping(payload=b"are you there"))
+    assert [(type(e), e.payload) for e in pair.client_events()] == [(Pong, b"are you there")]
+    assert pair.receive() is None
+    assert pair.logs == []
+
+
+@pytest.mark.parametrize("payload", [b"", b"unsolicited"], ids=["empty", "with-payload"])
+def test_unsolicited_pong_delivers_nothing_and_logs_nothing(payload: bytes) -> None:
+    pair = accepted()
+    actions = pair.send(Pong(payload=payload))
+    assert not any(isinstance(a, (Write, Log, CloseTransport)) for a in actions)
+    assert pair.receive() is None
+    assert pair.logs == []
+    pair.send(TextMessage(data="still fine"))
+    assert pair.receive() == text("still fine")
+
+
+def test_pong_before_accept_is_held_and_delivers_nothing() -> None:
+    pair = WSPair()
+    pair.connect(then=frame(0xA, b"") + frame(0x9, b"p") + frame(0x1, b"after"))
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    assert [type(e) for e in pair.client_events()] == [AcceptConnection, Pong]
+    assert [pair.receive(), pair.receive()] == [text("after"), None]
+    assert pair.logs == []
+
+
+def test_keepalive_pings_only_when_idle_and_closes_1011_without_pong() -> None:
+    pair = accepted(ping_interval=20.0, ping_timeout=20.0)
+    assert pair.timers[PING] == 20.0
+    # Traffic during the interval: no ping, the timer is re-armed.
+    pair.send(TextMessage(data="busy"))
+    pair.fire(PING)
+    assert pair.client_events() == []
+    assert pair.timers[PING] == 20.0
+    # A quiet interval: a ping, and a pong deadline.
+    pair.fire(PING)
+    events = pair.client_events()
+    assert [type(e) for e in events] == [Ping]
+    assert pair.timers[PONG] == 20.0
+    pair.send(events[0].response())
+    assert PONG not in pair.timers
+    pair.fire(PING)  # the pong was traffic
+    assert pair.client_events() == []
+    pair.fire(PING)
+    assert [type(e) for e in pair.client_events()] == [Ping]
+    pair.fire(PING)
+    assert pair.client_events() == [], "one ping outstanding at a time"
+    # No pong: the peer is dead. Close 1011 and tell the app.
+    pair.fire(PONG)
+    assert closes_seen(pair) == [(1011, "keepalive ping timeout")]
+    assert pair.receive() == {"type": "websocket.receive", "text": "busy"}
+    assert pair.receive() == disconnect(1011, "keepalive ping timeout")
+    assert pair.closes == 1
+    assert pair.logs == [Log("info", f"No pong within 20.0s; closing ({WHERE})")]
+
+
+def test_keepalive_off_sets_no_timer() -> None:
+    pair = accepted(ping_interval=None)
+    assert PING not in pair.timers
+
+
+# -- protocol errors from the peer -------------------------------------------------------
+
+PROTOCOL_ERRORS = [
+    ("unmasked-frame", frame(0x1, b"hi", mask=False), 1002),
+    ("reserved-opcode-3", frame(0x3, b"x"), 1002),
+    ("reserved-control-opcode-11", frame(0xB, b"x"), 1002),
+    ("rsv1-without-extension", frame(0x1, b"x", rsv=0b100), 1002),
+    ("rsv2", frame(0x1, b"x", rsv=0b010), 1002),
+    ("rsv3", frame(0x1, b"x", rsv=0b001), 1002),
+    ("fragmented-ping", frame(0x9, b"x", fin=False), 1002),
+    ("fragmented-close", frame(0x8, close_payload(1000), fin=False), 1002),
+    ("ping-over-125-bytes", frame(0x9, b"x" * 126), 1002),
+    ("continuation-without-start", frame(0x0, b"x"), 1002),
+    ("new-message-inside-fragmented", frame(0x1, b"a", fin=False) + frame(0x1, b"b"), 1002),
+    ("close-code-999", frame(0x8, close_payload(999)), 1002),
+    ("close-code-1005-on-the-wire", frame(0x8, close_payload(1005)), 1002),
+    ("close-code-1006-on-the-wire", frame(0x8, close_payload(1006)), 1002),
+    ("close-one-byte-payload", frame(0x8, b"\x03"), 1002),
+    ("invalid-utf8-text", frame(0x1, b"\xff\xfe"), 1007),
+    ("invalid-utf8-fragmented", frame(0x1, b"\xe2\x82", fin=False) + frame(0x0, b"\xff"), 1007),
+    ("invalid-utf8-close-reason", frame(0x8, close_payload(1000, b"\xff")), 1007),
+]
+
+
+@pytest.mark.parametrize("feed", ["whole", "bytewise"])
+@pytest.mark.parametrize(("data", "code"), [p[1:] for p in PROTOCOL_ERRORS], ids=[p[0] for p in PROTOCOL_ERRORS])
+def test_protocol_error_from_the_peer_closes_with_its_code(data: bytes, code: int, feed: str) -> None:
+    pair = accepted()
+    pair.feed(data) if feed == "whole" else pair.feed_bytewise(data)
+    assert [c for c, _ in closes_seen(pair)] == [code]
+    messages = pair.delivered()[1:]
+    assert [m["type"] for m in messages] == ["websocket.disconnect"]
+    assert messages[0]["code"] == code
+    assert pair.closes == 1
+    assert len(pair.logs) <= 1 and all(log.exc is None and log.level in ("info", "warning") for log in pair.logs)
+
+
+# -- shutdown -------------------------------------------------------------------------------
+
+
+def test_shutdown_closes_1012_with_reason_and_tells_the_app() -> None:
+    pair = accepted()
+    pair.shutdown()
+    events = pair.client_events()
+    assert [(e.code, e.reason) for e in events] == [(1012, "server restarting")]
+    assert pair.receive() == disconnect(1012, "server restarting")
+    pair.send(events[0].response())
+    assert pair.closes == 1
+    assert pair.receive() is None
+
+
+def test_shutdown_during_the_handshake_is_503() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.shutdown()
+    assert rejection(pair.client_events()).status == 503
+    assert pair.closes == 1
+
+
+# -- permessage-deflate ------------------------------------------------------------------------
+
+
+def test_permessage_deflate_is_negotiated_when_offered() -> None:
+    pair = WSPair(ws_options={"per_message_deflate": True})
+    pair.connect(extensions=[PerMessageDeflate()])
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    events = pair.client_events()
+    assert [type(e) for e in events] == [AcceptConnection]
+    assert [type(x) for x in events[0].extensions] == [PerMessageDeflate]
+    start = len(pair.wire)
+    pair.app_send(pair.cycle, {"type": "websocket.send", "text": "compress me " * 20})
+    assert pair.wire[start] & 0x40, "RSV1 marks a compressed message"
+    assert len(pair.wire) - start < 100
+    assert [e.data for e in pair.client_events()] == ["compress me " * 20]
+    pair.send(TextMessage(data="and me " * 20))
+    assert pair.receive() == text("and me " * 20)
+
+
+def test_permessage_deflate_not_negotiated_when_not_offered_or_turned_off() -> None:
+    pair = WSPair(ws_options={"per_message_deflate": False})
+    pair.connect(extensions=[PerMessageDeflate()])
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    assert pair.client_events()[0].extensions == []
+    plain = WSPair(ws_options={"per_message_deflate": True})
+    plain.connect()
+    plain.receive()
+    plain.app_send(plain.cycle, {"type": "websocket.accept"})
+    assert plain.client_events()[0].extensions == []
+    assert b"permessage-deflate" not in plain.wire
+
+
+def test_app_failure_after_accept_closes_1011() -> None:
+    pair = accepted()
+    pair.app_returned(pair.cycle, RuntimeError("boom"))
+    assert closes_seen(pair) == [(1011, "Internal Server Error")]
+    assert pair.cycle.state in (State.CLOSING, State.CLOSED)
