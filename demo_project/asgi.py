@@ -2,7 +2,8 @@
 
 Routes:
 
-- HTTP ``/graphql/``: Strawberry's Channels HTTP consumer: queries and mutations (GET/POST),
+- HTTP ``/graphql/``: Strawberry's Channels HTTP consumer (without a channel-layer channel
+  of its own, see :mod:`demo_project.consumers`): queries and mutations (GET/POST),
   GraphiQL for a browser, and HTTP subscriptions (``Accept: multipart/mixed;subscriptionSpec=1.0``
   or ``Accept: text/event-stream``);
 - WebSocket ``/graphql/``: Strawberry's Channels WebSocket consumer, speaking both
@@ -29,7 +30,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
-from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer  # noqa: E402
+from strawberry.channels import GraphQLWSConsumer  # noqa: E402
 from strawberry.subscriptions import (  # noqa: E402
     GRAPHQL_SSE_PROTOCOL,
     GRAPHQL_TRANSPORT_WS_PROTOCOL,
@@ -37,7 +38,7 @@ from strawberry.subscriptions import (  # noqa: E402
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
 
-from demo_project.consumers import EchoConsumer  # noqa: E402
+from demo_project.consumers import EchoConsumer, GraphQLHTTPConsumer  # noqa: E402
 from demo_project.schema import schema  # noqa: E402
 
 #: WebSocket subprotocols, in the server's order of preference.
