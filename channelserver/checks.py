@@ -104,14 +104,14 @@ def _in_memory_aliases() -> list[str]:
     return aliases
 
 
-def channel_layer_warnings(workers: int, *, where: str = "settings.CHANNELSERVER") -> list[checks.CheckMessage]:
+def channel_layer_warnings(workers: int, *, where: str) -> list[checks.CheckMessage]:
     """W001 for ``workers`` worker processes (``runchannelserver --workers`` calls this
     with its own count, which ``manage.py check`` cannot see)."""
     if workers <= 1:
         return []
     return [
         checks.Warning(
-            f"CHANNEL_LAYERS[{alias!r}] is {IN_MEMORY_LAYER} but {where} runs {workers} worker processes: "
+            f"CHANNEL_LAYERS[{alias!r}] is {IN_MEMORY_LAYER} but {where} asks for {workers} worker processes: "
             "group messages and subscriptions sent in one worker never reach consumers in the others.",
             hint="Use a layer shared between processes, such as channels_redis.core.RedisChannelLayer "
             "(pip install channels-redis), or run a single worker.",
@@ -125,10 +125,12 @@ def channel_layer_warnings(workers: int, *, where: str = "settings.CHANNELSERVER
 def check_channel_layers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """W001 for the worker count of the settings (``$WEB_CONCURRENCY`` included)."""
     try:
+        from_settings = django_config.settings_values()
         workers = django_config.config_from_settings().workers
     except ConfigError:
         return []  # reported by check_settings
-    return channel_layer_warnings(workers)
+    where = "settings.CHANNELSERVER['workers']" if "workers" in from_settings else "$WEB_CONCURRENCY"
+    return channel_layer_warnings(workers, where=where)
 
 
 # -- the application ---------------------------------------------------------------------

@@ -79,6 +79,7 @@ class Command(BaseCommand):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = threading.Event()
         self._reloader_socket: socket.socket | None = None
+        self._reloader_watching = threading.Event()
 
     # -- options ---------------------------------------------------------------------------
     def add_arguments(self, parser: CommandParser) -> None:
@@ -179,11 +180,23 @@ class Command(BaseCommand):
             sock.set_inheritable(True)
             self._reloader_socket = sock
             os.environ[SOCKET_FD_ENV] = str(sock.fileno())
+        else:
+            # The reloader's child. The reloader watches the modules imported (and the
+            # files that failed to import) when it takes its first snapshot: import the
+            # application now, so an edit made right after start-up is seen. A failure is
+            # recorded by check_errors and raised again in inner_run's thread.
+            with contextlib.suppress(Exception):
+                autoreload.check_errors(load_application)(static=self.serve_static(options), raw=True)
+            autoreload.autoreload_started.connect(self._watching, dispatch_uid="channelserver.runchannelserver")
         try:
             autoreload.run_with_reloader(self.inner_run, **options)
         finally:
             # Ctrl+C or SIGTERM reached the reloader loop in this (main) thread.
             self.stop_server(self.interrupt_grace)
+
+    def _watching(self, sender: Any, **kwargs: Any) -> None:
+        """Django's ``autoreload_started``: the reloader takes its first snapshot next."""
+        self._reloader_watching.set()
 
     def bind(self, config: Config) -> socket.socket:
         from channelserver.server.server import bind_socket
@@ -227,7 +240,11 @@ class Command(BaseCommand):
             self.stderr.write("Waiting for a file change to restart.")
 
     def _inner_run(self, reloading: bool, **options: Any) -> None:
-        # An exception that ManagementUtility.execute silenced to raise in the child.
+        if reloading:
+            # Report and serve once the reloader watches the files.
+            self._reloader_watching.wait(self.reload_grace)
+        # An exception silenced (by ManagementUtility.execute, or by run() above) to be
+        # raised here, in the reloader's thread.
         autoreload.raise_last_exception()
         config = self.config
         assert config is not None
