@@ -229,9 +229,10 @@ class Config:
             value = getattr(self, opt.name)
             if opt.choices is not None and value not in opt.choices:
                 raise ConfigError(f"{opt.name}={value!r} is not one of: {', '.join(opt.choices)}")
-        for name in ("port", "backlog", "h11_max_incomplete_event_size", "ws_max_size", "max_headers", "ws_max_queue"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
+        for opt in options():
+            value = getattr(self, opt.name)
+            if opt.type in (int, float) and value is not None and value < 0:
+                raise ConfigError(f"{opt.name}={value!r} must not be negative")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port={self.port!r} is not between 0 and 65535")
         if self.workers < 1:

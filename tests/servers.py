@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
-import signal
+import signal as _signal
 import subprocess
 import sys
 import time
@@ -118,7 +118,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     # -- stopping ----------------------------------------------------------------------
-    def signal(self, sig: int = signal.SIGTERM) -> None:
+    def signal(self, sig: int = _signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
@@ -134,7 +134,7 @@ class ServerProcess:
         self.returncode = self.proc.returncode
         return self.returncode
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = _signal.SIGTERM, timeout: float = 15.0) -> int:
         self.signal(sig)
         try:
             return self.wait(timeout)
@@ -163,6 +163,20 @@ def daphne(app: str, *flags: str, **kwargs: object) -> ServerProcess:
 
 def uvicorn(app: str, *flags: str, **kwargs: object) -> ServerProcess:
     return ServerProcess(
-        [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "--http", "h11", "--ws", "wsproto", *flags, app],
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--http",
+            "h11",
+            "--ws",
+            "wsproto",
+            *flags,
+            app,
+        ],
         **kwargs,  # type: ignore[arg-type]
     )

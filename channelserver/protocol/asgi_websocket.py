@@ -83,18 +83,19 @@ class WebSocketCycle:
             return mtype, mtype + "#more"
         return mtype, mtype
 
-    def on_app_message(self, message: Any) -> tuple[str, State, State] | None:
-        """Check and apply. Returns ``(type, old_state, new_state)``, or None when the
-        message is to be dropped quietly (the peer left, the app was not yet told)."""
+    def check(self, message: Any) -> tuple[str, State, State] | None:
+        """Check against the table. Returns ``(type, old_state, new_state)`` (the caller
+        validates the fields, then sets ``state``), or None when the message is to be
+        dropped quietly: the peer left and the app was not yet told, or a close of a
+        connection that is already closed."""
         if self.peer_gone or (self.state is State.CLOSED and self.disconnect_delivered):
-            if self.disconnect_delivered:
-                raise ClientDisconnected(f"WebSocket client disconnected ({self.where})")
-            self.kind_of(message)
-            return None
+            mtype, _ = self.kind_of(message)
+            if mtype == "websocket.close" or not self.disconnect_delivered:
+                return None
+            raise ClientDisconnected(f"WebSocket client disconnected ({self.where})")
         mtype, kind = self.kind_of(message)
         old = self.state
         new = TRANSITIONS.get((old, kind))
         if new is None:
             raise misuse(TRANSITIONS, old, mtype, self.where)
-        self.state = new
         return mtype, old, new

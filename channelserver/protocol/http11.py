@@ -93,6 +93,8 @@ class HTTPConnection:
         max_body_size: int | None = None,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self.max_incomplete_event_size = max_incomplete_event_size
+        self.head_tail = b""
         self.client = client
         self.server = server
         self.client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
@@ -120,6 +122,17 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> list[Action]:
         if self.closed:
             return []
+        if self.h11.their_state is h11.IDLE:
+            # Obsolete line folding (RFC 9112 section 5.2): h11 would unfold it; refuse it.
+            # The last bytes of the head seen so far are kept to find a fold split across reads.
+            probe = self.head_tail + data
+            end = probe.find(b"\r\n\r\n")
+            head = probe if end < 0 else probe[:end]
+            if b"\r\n " in head or b"\r\n\t" in head:
+                return self._bad_request(
+                    h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), []
+                )
+            self.head_tail = probe[-3:] if end < 0 else b""
         self.h11.receive_data(data)
         return self._next_events([])
 
@@ -289,10 +302,9 @@ class HTTPConnection:
         reason = str(exc) or "malformed request"
         actions.append(Log("warning", f"Invalid HTTP request from {self.client_text}: {reason} (answered {status})"))
         cycle = self.cycle
-        if cycle is not None:
-            if cycle.disconnect():
-                actions.append(Deliver(cycle, _DISCONNECT))
-        elif self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if cycle is not None and cycle.disconnect():
+            actions.append(Deliver(cycle, _DISCONNECT))
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response written yet
             actions.append(Write(self._error_bytes(status, f"{_PHRASES.get(status, 'Error')}: {reason}\n")))
         self.cycle = None
         actions.extend(self._close())
@@ -316,13 +328,13 @@ class HTTPConnection:
             elif etype is h11.EndOfMessage:
                 cycle = self.cycle
                 if cycle is not None:
-                    data = b"".join(body) if len(body) != 1 else body[0]
+                    data = b"".join(body) if len(body) != 1 else bytes(body[0])
                     body = []
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
                 headers, is_upgrade = _headers_and_upgrade(request)
-                refusal = self._refuse_request(headers)
+                refusal = self._refuse_request(request, headers)
                 if refusal is not None:
                     return self._refuse(*refusal, actions)
                 self.body_received = 0
@@ -351,21 +363,33 @@ class HTTPConnection:
                 actions.extend(self.eof())
                 break
         if body and self.cycle is not None:
-            data = b"".join(body) if len(body) != 1 else body[0]
+            data = b"".join(body) if len(body) != 1 else bytes(body[0])
             actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))
         return actions
 
-    def _refuse_request(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def _refuse_request(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
         """A reason to answer before the app sees the request: (status, why)."""
+        if request.http_version not in (b"1.1", b"1.0"):
+            return 505, f"HTTP/{request.http_version.decode('ascii', 'replace')} is not served; use HTTP/1.1"
         if len(headers) > self.max_headers:
             return 431, f"{len(headers)} header fields, more than the {self.max_headers} accepted"
-        if self.max_body_size is not None:
-            for name, value in headers:
-                if name == b"content-length":
-                    # h11 has checked it is one valid number
-                    if int(value) > self.max_body_size:
-                        return 413, f"content-length {int(value)} is over the {self.max_body_size} bytes accepted"
-                    break
+        # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+        size = len(request.method) + len(request.target) + 12
+        content_length: bytes | None = None
+        chunked = False
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name == b"content-length":
+                content_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if size > self.max_incomplete_event_size:
+            return 431, f"request head of {size} bytes, more than the {self.max_incomplete_event_size} accepted"
+        if chunked and content_length is not None:
+            # RFC 9112 section 6.1: a request smuggling vector; refuse it rather than guess.
+            return 400, "both Content-Length and Transfer-Encoding"
+        if content_length is not None and self.max_body_size is not None and int(content_length) > self.max_body_size:
+            return 413, f"content-length {int(content_length)} is over the {self.max_body_size} bytes accepted"
         return None
 
     def _refuse(self, status: int, why: str, actions: list[Action]) -> list[Action]:

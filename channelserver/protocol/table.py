@@ -37,7 +37,7 @@ def misuse(table: Table, state: enum.Enum, message_type: object, where: str) -> 
     """``websocket.send not allowed in state CONNECTING; expected websocket.accept,
     websocket.close or websocket.http.response.start (GET /ws/ from 127.0.0.1:53122)``"""
     return ASGIProtocolError(
-        f"{message_type} not allowed in state {state.name}; expected {join_or(allowed(table, state))} ({where})"
+        f"{message_type} not allowed in state {state.value}; expected {join_or(allowed(table, state))} ({where})"
     )
 
 

@@ -158,6 +158,8 @@ class WebSocketConnection:
         return actions
 
     def receive_data(self, data: bytes) -> list[Action]:
+        if self.closed:
+            return []  # after the close handshake (or a failure) whatever comes is ignored
         ws = self.ws
         if ws is None:
             if not self.closed:
@@ -180,32 +182,41 @@ class WebSocketConnection:
         self.cycle.disconnect_delivered = True
 
     def app_send(self, cycle: WebSocketCycle, message: Any) -> list[Action]:
-        result = cycle.on_app_message(message)
+        """Check the message against the table, validate its fields, then move the state
+        and act. A refused message leaves the state as it was."""
+        result = cycle.check(message)
         if result is None:
             return []
         mtype, old, new = result
+        where = cycle.where
         if mtype == "websocket.send":
             return self._send_message(message)
         if mtype == "websocket.accept":
-            return self._accept(message)
+            subprotocol, headers = self._check_accept(message)
+            cycle.state = new
+            return self._accept(subprotocol, headers)
         if mtype == "websocket.close":
+            if old is State.CONNECTED:
+                code, reason = self._close_code(message), self._close_reason(message)
+                cycle.state = new
+                return self._close(code, reason)
+            cycle.state = new
             if old is State.HANDSHAKE:
                 return self._reject(403, [], b"", more=False)
-            if old is State.CONNECTED:
-                return self._close(self._close_code(message), self._close_reason(message))
             return []
         if mtype == "websocket.http.response.start":
             status = message.get("status")
-            if type(status) is not int or not 200 <= status <= 999 or status == 101:
-                cycle.state = old
-                raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, cycle.where)
-            headers = check_headers(mtype, message.get("headers", ()), cycle.where)
+            if type(status) is not int or not 200 <= status <= 999:
+                raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, where)
+            headers = check_headers(mtype, message.get("headers", ()), where)
+            cycle.state = new
             self._pending_denial = (status, headers)
             return []
         # websocket.http.response.body
         body = message.get("body", b"")
         if not isinstance(body, (bytes, bytearray)):
-            raise bad_field(mtype, "body", "bytes", body, cycle.where)
+            raise bad_field(mtype, "body", "bytes", body, where)
+        cycle.state = new
         more = new is State.RESPONSE
         pending = self._pending_denial
         if pending is not None:
@@ -228,6 +239,9 @@ class WebSocketConnection:
             return self._reject(500, [], b"Internal Server Error\n", more=False)
         if state is State.RESPONSE:
             self.cycle.state = State.CLOSED
+            if self._pending_denial is not None:  # nothing written yet: a clean 500
+                self._pending_denial = None
+                return self._reject(500, [], b"Internal Server Error\n", more=False)
             return self._drop()
         if state is State.CONNECTED:
             self.cycle.state = State.CLOSING
@@ -332,19 +346,19 @@ class WebSocketConnection:
         return self.ws is not None
 
     # -- internals -----------------------------------------------------------------------
-    def _accept(self, message: Any) -> list[Action]:
-        cycle = self.cycle
+    def _check_accept(self, message: Any) -> tuple[str | None, list[tuple[bytes, bytes]]]:
+        where = self.cycle.where
         subprotocol = message.get("subprotocol")
         if subprotocol is not None and not isinstance(subprotocol, str):
-            cycle.state = State.HANDSHAKE
-            raise bad_field("websocket.accept", "subprotocol", "a str or None", subprotocol, cycle.where)
+            raise bad_field("websocket.accept", "subprotocol", "a str or None", subprotocol, where)
         if subprotocol is not None and subprotocol not in self.offered_subprotocols:
-            cycle.state = State.HANDSHAKE
             raise ASGIProtocolError(
                 f"websocket.accept 'subprotocol' {subprotocol!r} was not offered by the client "
-                f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({cycle.where})"
+                f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({where})"
             )
-        headers = check_headers("websocket.accept", message.get("headers", ()), cycle.where)
+        return subprotocol, check_headers("websocket.accept", message.get("headers", ()), where)
+
+    def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
         data = self.handshake.send(
             AcceptConnection(

@@ -33,6 +33,9 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             if yielded is None:
                 await _yield_once()
             else:
+                # The coroutine's own await marked the future as blocking; no Task saw it,
+                # so clear the mark for the await below to hand it to our Task.
+                yielded._asyncio_future_blocking = False
                 await yielded
         except asyncio.CancelledError as exc:
             # Our Task was cancelled. If the future the coroutine waits on was cancelled

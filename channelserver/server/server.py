@@ -106,7 +106,9 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if kind == "uvloop":
-                raise StartupError("--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')") from None
+                raise StartupError(
+                    "--loop uvloop: uvloop is not installed (pip install 'channelserver[uvloop]')"
+                ) from None
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
