@@ -32,7 +32,10 @@ let reconnects = 0;
 
 function showStatus(state, detail) {
   status.dataset.state = state;
-  if (detail.code !== undefined) status.dataset.closeCode = String(detail.code);
+  if (detail.code !== undefined) {
+    // Every close code so far, oldest first: what the page went through is visible (and testable).
+    status.dataset.closeCodes = [status.dataset.closeCodes, detail.code].filter(Boolean).join(" ");
+  }
   if (state === "connected") {
     if (detail.reconnected) reconnects += 1;
     status.dataset.reconnects = String(reconnects);

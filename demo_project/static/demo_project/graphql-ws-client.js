@@ -46,7 +46,7 @@ export class GraphQLWsClient {
     this.url = url;
     this.connectionParams = options.connectionParams || {};
     this.onStatus = options.onStatus || (() => {});
-    this.minDelay = options.minDelay ?? 500;
+    this.minDelay = options.minDelay ?? 300;
     this.maxDelay = options.maxDelay ?? 10000;
     this.ackTimeout = options.ackTimeout ?? 5000;
     this.operations = new Map(); // id -> {payload, sink}
