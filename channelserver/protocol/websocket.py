@@ -83,7 +83,7 @@ class WebSocketConnection:
         self.server = server
         client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
         target = request.target.decode("ascii", "replace")
-        self.cycle = WebSocketCycle(f"WebSocket {target} from {client_text}")
+        self.cycle = WebSocketCycle(f"GET {target} from {client_text}")
         self.client_text = client_text
         self.scheme = scheme
         self.root_path = root_path

@@ -211,7 +211,7 @@ def test_http_bad_fields_name_the_field() -> None:
 # WebSocket
 # ---------------------------------------------------------------------------------------
 
-WS_WHERE = "WebSocket /ws/ from 127.0.0.1:53122"
+WS_WHERE = "GET /ws/ from 127.0.0.1:53122"
 
 WS_MESSAGES: dict[str, dict[str, Any]] = {
     "websocket.accept": {"type": "websocket.accept", "headers": [(b"x-test", b"1")]},
@@ -388,7 +388,7 @@ def test_websocket_misuse_text_verbatim() -> None:
         pair.app_send(pair.cycle, {"type": "websocket.send", "text": "too early"})
     assert str(info.value) == (
         "websocket.send not allowed in state CONNECTING; expected websocket.accept, websocket.close or "
-        "websocket.http.response.start (WebSocket /ws/ from 127.0.0.1:53122)"
+        "websocket.http.response.start (GET /ws/ from 127.0.0.1:53122)"
     )
 
 

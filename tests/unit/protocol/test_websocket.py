@@ -30,7 +30,7 @@ from channelserver.protocol.websocket import HANDSHAKE, PING, PONG
 from .helpers import WSPair, close_payload, frame, read_responses, rejection
 
 CONNECT = {"type": "websocket.connect"}
-WHERE = "WebSocket /ws/ from 127.0.0.1:53122"
+WHERE = "GET /ws/ from 127.0.0.1:53122"
 
 
 def text(data: str) -> dict[str, Any]:
