@@ -290,14 +290,15 @@ class Command(BaseCommand):
         )
 
     # -- banner --------------------------------------------------------------------------
-    @staticmethod
-    def describe(sock: socket.socket) -> str:
+    def describe(self, sock: socket.socket) -> str:
+        """The URL the socket serves, with the port it is really bound to."""
         name = sock.getsockname()
         if sock.family == getattr(socket, "AF_UNIX", None):
             return f"unix:{name}"
         host, port = name[0], name[1]
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}/"
+        scheme = "https" if self.config is not None and getattr(self.config, "ssl_certfile", None) else self.protocol
+        return f"{scheme}://{shown}:{port}/"
 
     def print_banner(self, where: list[str], workers: int = 1) -> None:
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
