@@ -203,7 +203,7 @@ def test_accept_send_close_from_another_task_while_receive_is_parked(server: Ser
         took = time.monotonic() - opened
         assert (message.opcode, message.payload) == (TEXT, b"from task")
         assert (close.opcode, close.close_code, close.close_reason) == (CLOSE, 4001, "bye from task")
-        assert took < 0.5, f"the close frame took {took:.2f}s"
+        assert took < 1.0, f"the close frame took {took:.2f}s"
         conn.send_frame(CLOSE, close.payload)
         assert conn.closed_by_peer()
     assert facts(server, key, "received") == [{"type": "websocket.disconnect", "code": 4001, "reason": "bye from task"}]

@@ -76,7 +76,7 @@ def test_body_is_streamed_to_the_app(server: Any, parity: Any) -> None:
     with RawConnection(server.core.port) as conn:
         conn.request("POST", f"/body?token={key}", [("Content-Length", "11")])
         conn.send(b"hello")
-        first = records(server.core.url, f"{key}:part", 1, 0.5)
+        first = records(server.core.url, f"{key}:part", 1, 1.0)
         conn.send(b" world")
         answer = conn.read_response().json()
     parity.check(
