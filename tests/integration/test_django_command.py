@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 HERE = Path(__file__).resolve().parent
@@ -41,10 +42,6 @@ BANNER_END = re.compile(rb"Quit the server with CONTROL-C\.")
 #: runserver's time stamp, then the server's access line.
 HTTP_LINE = re.compile(
     r'^\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\] 127\.0\.0\.1:\d+ - "GET / HTTP/1\.1" 200 \d+\.\dms$', re.M
-)
-WS_LINE = re.compile(
-    r'^\[\d\d/\w{3}/\d{4} \d\d:\d\d:\d\d\] 127\.0\.0\.1:\d+ - "WebSocket accepted /ws/echo/" closed 1000 \d+\.\dms$',
-    re.M,
 )
 
 
@@ -94,7 +91,25 @@ def test_banner_http_websocket_access_log_and_ctrl_c(tmp_path: Path) -> None:
     assert took < 1.0, f"Ctrl+C took {took:.2f}s"
     assert "Traceback" not in server.text
     assert HTTP_LINE.search(server.text), server.text
-    assert WS_LINE.search(server.text), server.text
+    assert "\x1b[" not in server.text  # no colour when the output is not a terminal
+
+
+def test_websocket_access_lines(tmp_path: Path) -> None:
+    """A rejected handshake (no Origin: AllowedHostsOriginValidator says no) and an
+    accepted WebSocket, with the close code the client sent."""
+    with runchannelserver(tmp_path) as server:
+        with pytest.raises(InvalidStatus) as rejected:
+            connect(f"{server.ws_url}/ws/echo/", open_timeout=5)
+        assert rejected.value.response.status_code == 403
+        server.wait_for(re.compile(rb'127\.0\.0\.1:\d+ - "WebSocket rejected /ws/echo/" closed - \d+\.\dms'), 5)
+        with connect(f"{server.ws_url}/ws/echo/", origin=server.url, open_timeout=5) as ws:
+            ws.send("x")
+            ws.recv(timeout=5)
+            ws.close(4001, "client done")
+        server.wait_for(re.compile(rb'"WebSocket accepted /ws/echo/" closed'), 5)
+    assert re.search(
+        r'^\[[^\]]+\] 127\.0\.0\.1:\d+ - "WebSocket accepted /ws/echo/" closed 4001 \d+\.\dms$', server.text, re.M
+    ), server.text
 
 
 def test_fresh_startproject_in_a_virtualenv_without_daphne(tmp_path: Path) -> None:
@@ -195,13 +210,6 @@ def test_access_log_is_coloured_on_request(tmp_path: Path) -> None:
     assert re.search(
         r'\x1b\[33m\[[^\]]+\] 127\.0\.0\.1:\d+ - "GET /missing/ HTTP/1\.1" 404 [\d.]+ms\x1b\[0m', server.text
     )
-
-
-def test_no_colour_when_not_a_terminal(tmp_path: Path) -> None:
-    with runchannelserver(tmp_path) as server:
-        httpx.get(server.url + "/missing/", timeout=5)
-        server.wait_for(re.compile(rb'"GET /missing/ HTTP/1\.1" 404'), 5)
-    assert "\x1b[" not in server.text
 
 
 # -- errors as Django users expect them ------------------------------------------------
