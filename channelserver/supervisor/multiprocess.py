@@ -56,7 +56,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -125,13 +125,23 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def cli_logging(config: Config) -> None:
+    """Worker logging as ``python -m channelserver`` sets it up: the same lines as the parent's."""
+    from ..__main__ import configure_logging
+
+    configure_logging(config.log_level)
+
+
 class Supervisor:
     """Run ``app_target`` in ``config.workers`` worker processes until SIGINT/SIGTERM.
 
-    The keyword arguments are the supervision timings in seconds: how often a serving
-    worker is pinged, how long it may take to answer, how long a new worker may take to
-    become ready, and the time allowed on top of ``graceful_timeout + app_close_timeout``
-    before a stopping worker is killed.
+    ``worker_logging`` is called first thing in each worker to set up its logging (a
+    spawned worker starts with none); it is pickled to the worker, so it must be a
+    module-level function or a :func:`functools.partial` of one. The other keyword
+    arguments are the supervision timings in seconds: how often a serving worker is
+    pinged, how long it may take to answer, how long a new worker may take to become
+    ready, and the time allowed on top of ``graceful_timeout + app_close_timeout`` before
+    a stopping worker is killed.
     """
 
     def __init__(
@@ -139,6 +149,7 @@ class Supervisor:
         config: Config,
         app_target: str,
         *,
+        worker_logging: Callable[[Config], None] = cli_logging,
         health_check_interval: float = 10.0,
         health_check_timeout: float = 30.0,
         startup_timeout: float = 60.0,
@@ -146,6 +157,7 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.app_target = app_target
+        self.worker_logging = worker_logging
         self.health_check_interval = health_check_interval
         self.health_check_timeout = health_check_timeout
         self.startup_timeout = startup_timeout
@@ -237,7 +249,7 @@ class Supervisor:
         limit = None
         if self.config.max_requests:
             limit = self.config.max_requests + random.randint(0, max(0, self.config.max_requests_jitter))
-        spec = WorkerSpec(config=self.config, app_target=self.app_target, max_requests=limit)
+        spec = WorkerSpec(self.config, self.app_target, limit, self.worker_logging)
         process = self.context.Process(
             target=worker_main, args=(spec, child_end, self.sockets), name="channelserver-worker"
         )
@@ -449,6 +461,7 @@ class WorkerSpec:
     app_target: str
     #: Ask to be replaced after this many requests and connections (None: never).
     max_requests: int | None
+    logging: Callable[[Config], None]
 
 
 def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]) -> None:
@@ -461,9 +474,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from ..__main__ import configure_logging
-
-    configure_logging(spec.config.log_level)
+    spec.logging(spec.config)
     try:
         app = import_app(spec.app_target)
     except StartupError as exc:

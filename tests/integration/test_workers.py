@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -368,6 +369,25 @@ def test_sigterm_drains_all_workers_in_parallel_and_exits_0(clients: ExitStack) 
         for pid in workers:
             assert not psutil.pid_exists(pid)
         assert "All workers stopped" in server.text
+
+
+def test_workers_shut_down_gracefully_when_the_parent_is_killed(clients: ExitStack) -> None:
+    with start() as server:
+        workers = ready_pids(server)
+        first, first_pid = ws(server, clients)
+        conns = [(first, first_pid), ws_on_other_worker(server, clients, first)]
+        exits = [clients.enter_context(os.fdopen(os.pidfd_open(pid), "rb", buffering=0)) for pid in workers]
+        server.signal(signal.SIGKILL)
+        server.wait(5)
+        began = time.monotonic()
+        for pidfd in exits:  # readable once the process has exited
+            assert select.select([pidfd], [], [], 10)[0], "a worker outlived its parent"
+        assert time.monotonic() - began < 5
+        for client, _ in conns:
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert server.text.count("The supervising process is gone; shutting down") == 2
 
 
 # -- supervision timings, through the Supervisor's own arguments ---------------------------------
