@@ -42,18 +42,18 @@ def status_role(style: Style, status: int | None) -> Callable[[str], str]:
     if not status:
         return lambda text: text
     if 200 <= status < 300:
-        return style.HTTP_SUCCESS  # type: ignore[no-any-return]
+        return style.HTTP_SUCCESS
     if 100 <= status < 200:
-        return style.HTTP_INFO  # type: ignore[no-any-return]
+        return style.HTTP_INFO
     if status == 304:
-        return style.HTTP_NOT_MODIFIED  # type: ignore[no-any-return]
+        return style.HTTP_NOT_MODIFIED
     if 300 <= status < 400:
-        return style.HTTP_REDIRECT  # type: ignore[no-any-return]
+        return style.HTTP_REDIRECT
     if status == 404:
-        return style.HTTP_NOT_FOUND  # type: ignore[no-any-return]
+        return style.HTTP_NOT_FOUND
     if 400 <= status < 500:
-        return style.HTTP_BAD_REQUEST  # type: ignore[no-any-return]
-    return style.HTTP_SERVER_ERROR  # type: ignore[no-any-return]
+        return style.HTTP_BAD_REQUEST
+    return style.HTTP_SERVER_ERROR
 
 
 class AccessFormatter(logging.Formatter):
@@ -82,9 +82,9 @@ class ErrorFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         if record.levelno >= logging.ERROR:
-            return self.style.ERROR(line.replace("] ", f"] {record.levelname}: ", 1))  # type: ignore[no-any-return]
+            return self.style.ERROR(line.replace("] ", f"] {record.levelname}: ", 1))
         if record.levelno >= logging.WARNING:
-            return self.style.WARNING(line.replace("] ", f"] {record.levelname}: ", 1))  # type: ignore[no-any-return]
+            return self.style.WARNING(line.replace("] ", f"] {record.levelname}: ", 1))
         return line
 
 

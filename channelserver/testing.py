@@ -135,6 +135,9 @@ def _live_server_base() -> type:
 
     class LiveServerTestCase(TransactionTestCase):
         host = "localhost"
+        _port: int
+        _server_process: Any
+        _live_server_modified_settings: Any
         ProtocolServerProcess: type = ChannelServerProcess
         static_wrapper: Any = ASGIStaticFilesHandler
         serve_static = True
@@ -150,7 +153,7 @@ def _live_server_base() -> type:
         @classmethod
         def setUpClass(cls) -> None:
             for connection in connections.all():
-                if connection.vendor == "sqlite" and connection.is_in_memory_db():
+                if connection.vendor == "sqlite" and getattr(connection, "is_in_memory_db", lambda: False)():
                     raise ImproperlyConfigured("ChannelLiveServerTestCase can not be used with in memory databases")
             super().setUpClass()
             cls._live_server_modified_settings = modify_settings(ALLOWED_HOSTS={"append": cls.host})

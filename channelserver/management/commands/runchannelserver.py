@@ -104,7 +104,7 @@ class Command(BaseCommand):
         )
         add_arguments(parser, skip=("host", "port"))
 
-    def get_check_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
+    def get_check_kwargs(self, options: dict[str, Any]) -> Any:
         """Checks run in :meth:`inner_run`, again on each reload, as runserver does."""
         return {"tags": set()}
 
