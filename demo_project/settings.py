@@ -44,10 +44,15 @@ DATABASES = {
 }
 
 if os.environ.get("REDIS_URL"):
+    # Several processes (workers, machines) share groups and messages through Redis.
+    # channels_redis waits for messages with a blocking pop of 5 s; redis-py 8 also gives
+    # every socket read a 5 s timeout by default, so an idle receive() would fail with
+    # TimeoutError every 5 s (a quiet room's subscription, and every consumer's own channel,
+    # would die). A read timeout well above the pop's keeps dead connections detectable.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 30}]},
         }
     }
 else:

@@ -3,7 +3,8 @@
 A redis-server of the test's own (tmp_path, no persistence) and two server processes of
 the demo with ``REDIS_URL`` set: one started with ``python -m channelserver``, the other
 with ``manage.py runchannelserver`` (the command ``make run`` uses), both on one SQLite
-database. A mutation on either reaches subscribers on both.
+database. A mutation on either reaches subscribers on both, also after a quiet spell longer
+than the Redis client's default read timeout (redis-py 8: 5 s), which the settings raise.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ MESSAGE = "id room author text"
 POST = f"""mutation Post($room: String!, $text: String!) {{
   postMessage(room: $room, text: $text, author: "redis") {{ {MESSAGE} }} }}"""
 LIVE = f'subscription {{ messages(room: "lobby") {{ {MESSAGE} }} }}'
+#: The quiet spell is the condition under test, so here the test does wait for time to pass:
+#: longer than channels_redis's 5 s blocking pop and redis-py 8's default 5 s read timeout.
+QUIET_SECONDS = 6.0
 
 
 @pytest.fixture
@@ -53,11 +57,18 @@ def test_a_mutation_on_one_process_reaches_subscribers_on_the_other(
             ops = [await client.subscribe(LIVE) for client in clients]
             for server in two_servers:
                 await await_counts(server.url, "messages", active_at_least=2, timeout_ms=5000)
-            for poster in (first, second):
+            for poster in (first, second, first):
                 text = f"posted on pid {(await counts(poster.url, 'messages')).pid}"
                 posted = (await adata(poster.url, POST, {"room": "lobby", "text": text}))["postMessage"]
                 received = await asyncio.gather(*(op.next_data() for op in ops))
                 assert [r["messages"] for r in received] == [posted] * len(ops)
+                if poster is second:
+                    # A quiet room: nothing arrives for a while, and the subscriptions live on.
+                    await asyncio.sleep(QUIET_SECONDS)
+                    assert all(op.events.empty() for op in ops)
+                    for server in two_servers:
+                        still = await counts(server.url, "messages")
+                        assert (still.active, still.finished) == (2, 0)
         finally:
             for client in clients:
                 await client.close()
