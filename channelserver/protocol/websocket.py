@@ -109,6 +109,8 @@ class WebSocketConnection:
         self.awaiting_pong = False
         #: The close code the app's ``websocket.disconnect`` carries.
         self.close_code: int | None = None
+        #: The code the app's websocket.disconnect carried (for the access log).
+        self.disconnect_code: int | None = None
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
         self.handshake_timeout = handshake_timeout
@@ -457,6 +459,7 @@ class WebSocketConnection:
         if cycle.peer_gone:
             return
         cycle.peer_gone = True
+        self.disconnect_code = code
         if cycle.state is not State.CLOSED:
             cycle.state = State.CLOSED
         actions.append(Deliver(cycle, {"type": "websocket.disconnect", "code": code, "reason": reason}))

@@ -368,7 +368,7 @@ class ConnectionProtocol(asyncio.Protocol):
             )
         else:
             machine = instance.machine
-            code = machine.close_code if getattr(machine, "close_code", None) else "-"
+            code = machine.disconnect_code or machine.close_code or "-"
             verb = "WebSocket accepted" if machine.accepted else "WebSocket rejected"
             access_log.info(
                 '%s - "%s %s" closed %s %.1fms',
