@@ -194,6 +194,19 @@ def test_options_override_settings_override_defaults(tmp_path: Path) -> None:
         assert httpx.get(server.url + "/", timeout=5).headers["server"] == "channelserver"
 
 
+def test_settings_host_and_port_apply_without_addrport(tmp_path: Path) -> None:
+    settings = json.dumps({"host": "127.0.0.1", "port": 0})
+    with ServerProcess(
+        [sys.executable, "manage.py", "runchannelserver", "--noreload"],
+        cwd=BASIC,
+        env={**project_env(tmp_path, BASIC_CHANNELSERVER=settings), "PYTHONPATH": f"{BASIC}:{ROOT}"},
+    ) as server:
+        server.wait_for(BANNER_END, 15)
+        assert server.port != 8000
+        assert f"at http://127.0.0.1:{server.port}/" in server.text
+        assert echo(server) == "v1:hi"
+
+
 def test_project_logging_configures_the_access_log(tmp_path: Path) -> None:
     with runchannelserver(tmp_path, BASIC_LOGGING="custom") as server:
         httpx.get(server.url + "/", timeout=5)
