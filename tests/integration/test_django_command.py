@@ -247,7 +247,7 @@ def busy_port() -> object:
         (
             ["127.0.0.1:0", "--workers", "2"],
             {},
-            "--workers 2 / --max-requests run worker processes, which the autoreloader cannot restart: add --noreload.",
+            "--workers 2 runs worker processes, which the autoreloader cannot restart: add --noreload.",
         ),
         (
             ["127.0.0.1:0", "--noreload"],

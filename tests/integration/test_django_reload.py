@@ -148,3 +148,17 @@ def test_ctrl_c_exits_0(reloading_server: tuple[ServerProcess, Path]) -> None:
     assert code == 0, server.text
     assert took < 2.0, f"Ctrl+C took {took:.2f}s"
     assert "Traceback" not in server.text
+
+
+def test_configuration_error_is_one_line_and_the_reloader_waits(tmp_path: Path) -> None:
+    project = copy_project(BASIC, tmp_path)
+    with ServerProcess(
+        [sys.executable, "manage.py", "runchannelserver", "127.0.0.1:0"],
+        cwd=project,
+        env={**project_env(tmp_path, BASIC_ASGI="-"), "PYTHONPATH": f"{project}:{ROOT}"},
+        wait_for_port=False,
+    ) as server:
+        server.wait_for(re.compile(rb"Waiting for a file change to restart\."), 20)
+        assert server.proc.poll() is None  # still watching, as runserver does
+    assert "Error: settings.ASGI_APPLICATION is not set" in server.text
+    assert "Traceback" not in server.text

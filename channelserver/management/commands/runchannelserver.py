@@ -168,9 +168,13 @@ class Command(BaseCommand):
             return
         if config.workers > 1 or config.max_requests:
             if options.get("workers") is not None or options.get("max_requests") is not None:
+                given = (
+                    f"--workers {config.workers}"
+                    if options.get("workers") is not None
+                    else f"--max-requests {config.max_requests}"
+                )
                 raise CommandError(
-                    f"--workers {config.workers} / --max-requests run worker processes, which the "
-                    "autoreloader cannot restart: add --noreload."
+                    f"{given} runs worker processes, which the autoreloader cannot restart: add --noreload."
                 )
             # From settings or $WEB_CONCURRENCY: meant for production; develop on one.
             self.config = config = config.replace(workers=1, max_requests=None)
@@ -186,13 +190,20 @@ class Command(BaseCommand):
             # application now, so an edit made right after start-up is seen. A failure is
             # recorded by check_errors and raised again in inner_run's thread.
             with contextlib.suppress(Exception):
-                autoreload.check_errors(load_application)(static=self.serve_static(options), raw=True)
+                autoreload.check_errors(self._preload)(self.serve_static(options))
             autoreload.autoreload_started.connect(self._watching, dispatch_uid="channelserver.runchannelserver")
         try:
             autoreload.run_with_reloader(self.inner_run, **options)
         finally:
             # Ctrl+C or SIGTERM reached the reloader loop in this (main) thread.
             self.stop_server(self.interrupt_grace)
+
+    @staticmethod
+    def _preload(static: bool) -> None:
+        """Import the application; a StartupError (a setting) is left for inner_run to
+        report as a CommandError, anything else is the project's code failing."""
+        with contextlib.suppress(StartupError):
+            load_application(static=static, raw=True)
 
     def _watching(self, sender: Any, **kwargs: Any) -> None:
         """Django's ``autoreload_started``: the reloader takes its first snapshot next."""
