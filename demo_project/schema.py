@@ -31,6 +31,8 @@ from typing import Annotated, Any
 
 import strawberry
 from channels.layers import BaseChannelLayer, get_channel_layer
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext
 
 from demo_project.models import MAX_AUTHOR_LENGTH, MAX_TEXT_LENGTH, Message, Room
 from demo_project.stats import STATS, Snapshot
@@ -267,4 +269,16 @@ class Subscription:
             STATS.finished("serverTime")
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+class DemoSchema(strawberry.Schema):
+    """The schema, logging only the errors that are the server's fault.
+
+    Strawberry logs every error of a result with its traceback; a client's empty message or
+    unknown room (a :class:`DemoError`) is an answer, not an incident, so it is not logged.
+    """
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        unexpected = [error for error in errors if not isinstance(error.original_error, DemoError)]
+        super().process_errors(unexpected, execution_context)
+
+
+schema = DemoSchema(query=Query, mutation=Mutation, subscription=Subscription)
