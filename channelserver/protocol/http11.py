@@ -108,6 +108,7 @@ class HTTPConnection:
         self.max_body_size = max_body_size
         #: Body bytes received for the current request.
         self.body_received = 0
+        self.requests_started = 0
         #: The cycle whose request h11 is reading (or whose response is being written).
         self.cycle: HTTPCycle | None = None
         #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
@@ -229,11 +230,17 @@ class HTTPConnection:
         return []
 
     def shutdown(self) -> list[Action]:
-        """Server shutdown: close if idle, else finish the current response with
-        ``connection: close``."""
+        """Server shutdown: close an idle keep-alive connection, else finish the current
+        response with ``connection: close``.
+
+        A connection that has not yet had a request (just accepted, or with part of a head
+        buffered) is not idle: its request may be on the wire. It gets a short timer
+        instead, and its request is answered with ``connection: close``."""
         self.closing = True
         if self.cycle is None and not self.closed:
-            return self._close()
+            if self.requests_started and not self.h11.trailing_data[0] and not self.head_tail:
+                return self._close()
+            return [SetTimer(KEEP_ALIVE, min(self.keep_alive_timeout, 1.0))]
         return []
 
     @property
@@ -338,6 +345,7 @@ class HTTPConnection:
                 if refusal is not None:
                     return self._refuse(*refusal, actions)
                 self.body_received = 0
+                self.requests_started += 1
                 if is_upgrade and request.method == b"GET":
                     actions.append(CancelTimer(KEEP_ALIVE))
                     return self._upgrade(request, actions)

@@ -115,15 +115,18 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 class Server:
-    def __init__(self, config: Config, app: ASGIApp) -> None:
+    def __init__(self, config: Config, app: ASGIApp, *, on_request: Any = None) -> None:
         self.config = config
         self.app = app
+        #: Called once per request and per WebSocket connection (the supervisor counts them).
+        self.on_request = on_request
         self.should_exit: asyncio.Event | None = None
         self.force_exit = False
         self.state: ServerState | None = None
         self.listeners: list[asyncio.AbstractServer] = []
         self.bound: list[str] = []
-        self.started: asyncio.Event | None = None
+        #: Set once every socket is listening.
+        self.started = asyncio.Event()
         self.lifespan: Lifespan | None = None
         self.signals_seen = 0
 
@@ -131,8 +134,8 @@ class Server:
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.should_exit = asyncio.Event()
-        self.started = asyncio.Event()
         self.state = state = ServerState(self.config, self.app, loop)
+        state.on_request = self.on_request
         self.lifespan = Lifespan(self.app, self.config.lifespan, loop)
         context = ssl_context(self.config)
         state.lifespan_state = await self.lifespan.startup()

@@ -523,16 +523,8 @@ class WorkerRuntime:
 
     async def _serve(self, sockets: list[socket.socket]) -> int:
         loop = asyncio.get_running_loop()
-        server = self.server = Server(self.spec.config, self.app)
+        server = self.server = Server(self.spec.config, self.app, on_request=self._request_counted)
         serving = loop.create_task(server.serve(sockets))
-        # serve() creates its state and events before its first await; one loop turn
-        # lets it get there, so the request hook is in place before any accept.
-        await asyncio.sleep(0)
-        if server.state is None or server.started is None:
-            if serving.done():
-                return self._failed(serving)
-            raise RuntimeError("Server.serve() did not set up its state in its first step")
-        server.state.on_request = self._request_counted
         with capture_signals(server, loop):
             started = loop.create_task(server.started.wait())
             await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)

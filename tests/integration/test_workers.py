@@ -299,11 +299,6 @@ def test_sighup_under_load_refuses_nothing_and_closes_old_websockets_with_1012(c
             assert re.search(rb"Worker pid %d exited \(exit code 0\)" % pid, server.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: at shutdown HTTPConnection.shutdown() closes a connection that has not yet sent "
-    "its first request as if it were an idle keep-alive connection",
-)
 def test_connection_made_before_its_worker_is_replaced_is_still_served() -> None:
     """The race behind rare failures under load: a client connected, the worker accepted
     it, the request is not complete yet, and the worker is told to stop. The client did

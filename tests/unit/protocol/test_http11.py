@@ -388,9 +388,27 @@ def test_keep_alive_timer_does_nothing_during_a_request() -> None:
     assert pair.response().status == 200
 
 
-def test_shutdown_closes_an_idle_connection() -> None:
+def test_shutdown_closes_an_idle_keep_alive_connection() -> None:
     pair = HTTPPair()
+    pair.request()
+    answer(pair, pair.cycle)
+    assert pair.response().status == 200
     assert pair.kinds(pair.shutdown()) == ["CloseTransport"]
+
+
+def test_shutdown_serves_a_connection_whose_first_request_is_still_on_the_wire() -> None:
+    """A connection accepted just before the shutdown has not had its request yet; closing
+    it would fail a client that did nothing wrong. It gets a short timer, and its request
+    is answered with connection: close."""
+    pair = HTTPPair()
+    actions = pair.shutdown()
+    assert pair.kinds(actions) == ["SetTimer"]
+    assert actions[0].delay <= 1.0
+    pair.request()
+    answer(pair, pair.cycle)
+    response = pair.response()
+    assert response.status == 200
+    assert (b"connection", b"close") in response.headers
 
 
 def test_shutdown_lets_the_request_in_flight_finish_with_connection_close() -> None:
