@@ -101,7 +101,7 @@ def test_websocket_access_lines(tmp_path: Path) -> None:
         with pytest.raises(InvalidStatus) as rejected:
             connect(f"{server.ws_url}/ws/echo/", open_timeout=5)
         assert rejected.value.response.status_code == 403
-        server.wait_for(re.compile(rb'127\.0\.0\.1:\d+ - "WebSocket rejected /ws/echo/" closed - \d+\.\dms'), 5)
+        server.wait_for(re.compile(rb'127\.0\.0\.1:\d+ - "WebSocket rejected /ws/echo/" closed \S+ \d+\.\dms'), 5)
         with connect(f"{server.ws_url}/ws/echo/", origin=server.url, open_timeout=5) as ws:
             ws.send("x")
             ws.recv(timeout=5)
