@@ -1,0 +1,1 @@
+"""Benchmarks of channelserver against Uvicorn, Daphne and the parsers' own cost (``make bench``)."""
