@@ -12,7 +12,9 @@
 // opens a new one, sends connection_init again, and re-subscribes every operation that had not
 // completed (same id, same payload). Close 1012 ("service restart": the server is draining for a
 // deploy or a reload) and 1001 ("going away") are retried almost at once, other closes with an
-// exponential backoff. Messages posted while the socket was down are not replayed by the server;
+// exponential backoff. An operation refused because the server is draining (error code
+// SERVER_RESTARTING) is kept and re-sent on the next connection too. Messages posted while
+// the socket was down are not replayed by the server;
 // `onStatus("connected", {reconnected: true})` is the application's cue to refetch what it shows.
 
 const SUBPROTOCOL = "graphql-transport-ws";
@@ -29,6 +31,14 @@ const FATAL_CLOSE_CODES = new Set([
 
 // Closes that announce a planned restart: come back soon.
 const RESTART_CLOSE_CODES = new Set([1001, 1012]);
+
+// The error code a draining server (channelserver.strawberry.GraphQLWSConsumer) gives an
+// operation it will not start on this connection: keep the operation, send it again on the next.
+const RESTARTING_CODE = "SERVER_RESTARTING";
+
+function isRestarting(errors) {
+  return Array.isArray(errors) && errors.some((e) => e && e.extensions && e.extensions.code === RESTARTING_CODE);
+}
 
 export class GraphQLWsClient {
   /**
@@ -154,6 +164,7 @@ export class GraphQLWsClient {
       }
       case "error": {
         const op = this.operations.get(message.id);
+        if (op && isRestarting(message.payload)) return; // re-sent after the reconnect
         this.operations.delete(message.id);
         if (op && op.sink.error) op.sink.error(message.payload);
         return;
