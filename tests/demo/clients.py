@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -88,6 +89,7 @@ class GraphQLWebSocket:
         self.other: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._ids = 0
         self._reader: asyncio.Task[None] | None = None
+        self.failure: Exception | None = None
         self.closed: asyncio.Future[tuple[int | None, str | None]] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -143,8 +145,11 @@ class GraphQLWebSocket:
                     op.events.put_nowait((inbound[kind], message.get("payload")))
                 else:
                     self.other.put_nowait(message)
-        except Exception:
+        except ConnectionClosed:
             pass
+        except Exception as exc:  # a protocol violation: surfaced by close() / wait_closed()
+            self.failure = exc
+            await self.ws.close()
         finally:
             code = self.ws.close_code
             reason = self.ws.close_reason
@@ -178,8 +183,7 @@ class GraphQLWebSocket:
         if self.protocol == LEGACY_WS and self.ws.state.name == "OPEN":
             await self.ws.send(json.dumps({"type": "connection_terminate"}))
         await self.ws.close()
-        if self._reader is not None:
-            await self._reader
+        await self.wait_closed()
 
     def abort(self) -> None:
         """Drop the TCP connection with no close frame and no FIN handshake (RST)."""
@@ -189,8 +193,11 @@ class GraphQLWebSocket:
         self.ws.transport.abort()
 
     async def wait_closed(self) -> None:
+        """Wait for the reader to stop; raise what it found wrong with the server's messages."""
         if self._reader is not None:
             await self._reader
+        if self.failure is not None:
+            raise self.failure
 
     async def __aenter__(self) -> GraphQLWebSocket:
         return self
