@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 ADDR ?= 127.0.0.1:8000
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test venv system-deps lint typecheck importlint pytest bench docs clean
@@ -21,7 +22,7 @@ venv: $(BIN)/.installed
 
 run: venv
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py runchannelserver $(ADDR)
+	$(PY) manage.py runchannelserver $(ADDR) $(RUN_ARGS)
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -44,6 +44,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
         wait_for_port: bool = True,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.args = list(args)
         full_env = dict(os.environ)
@@ -60,6 +61,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            pass_fds=tuple(pass_fds),
         )
         self.output = bytearray()
         self.port: int | None = None

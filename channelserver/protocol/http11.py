@@ -195,6 +195,15 @@ class HTTPConnection:
             actions.append(Write(b"".join(out) if len(out) > 1 else out[0]))
         return actions
 
+    def flush_head(self, cycle: HTTPCycle) -> list[Action]:
+        """The app started a response and went on to wait for something else: send the
+        head now (a streaming response's client must not wait for the first body part)."""
+        pending = cycle.pending_start
+        if pending is None or cycle.state is not State.RESPONSE or cycle is not self.cycle:
+            return []
+        cycle.pending_start = None
+        return [Write(self._send_head(cycle, pending, None))]
+
     def app_failed(self, cycle: HTTPCycle) -> list[Action]:
         """The app misused ASGI or raised: answer 500 if nothing was sent, else close."""
         if cycle.state is State.REQUEST or (cycle.state is State.RESPONSE and cycle.pending_start is not None):

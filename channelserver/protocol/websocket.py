@@ -338,6 +338,9 @@ class WebSocketConnection:
     def app_wants_body(self, cycle: WebSocketCycle) -> list[Action]:
         return []
 
+    def flush_head(self, cycle: WebSocketCycle) -> list[Action]:
+        return []
+
     @property
     def idle(self) -> bool:
         """Nothing in flight that a drain should wait for."""

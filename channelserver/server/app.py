@@ -130,12 +130,22 @@ class AppInstance:
                 error_log.error("ASGI protocol error: %s", exc)
                 self.conn.run(self.machine.app_failed(self.cycle))
             raise
-        if self.status is None and self.started and message.get("type") == "http.response.start":
-            self.status = message.get("status")
         if actions:
             self.conn.run(actions)
+        elif message.get("type") == "http.response.start":
+            # The head is held back to go out with the first body part; if the app waits
+            # for something else first, it goes out on the next loop turn.
+            self.conn.loop.call_soon(self.flush_head)
+            if self.started:
+                self.status = message.get("status")
         if self.conn.write_paused:
             await self.conn.drain()
+
+    def flush_head(self) -> None:
+        if not self.conn.lost:
+            actions = self.machine.flush_head(self.cycle)
+            if actions:
+                self.conn.run(actions)
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:

@@ -126,6 +126,37 @@ def test_http_app_that_waits_after_its_first_step_is_resumed() -> None:
     run(scenario())
 
 
+def test_a_streaming_response_head_goes_out_before_the_first_body_part() -> None:
+    """The head of a response is held back to go out with the first body part; an app
+    that starts a stream (SSE) and then waits for its first event must not keep the
+    client waiting for the headers."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        first_event: asyncio.Future[bytes] = loop.create_future()
+
+        async def body(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            data = await first_event
+            await send({"type": "http.response.body", "body": data})
+
+        app = App(body)
+        protocol, transport = connect(app)
+        client, head = http_request()
+        protocol.data_received(head)
+        await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+        events = responses(client, transport.take())
+        assert [type(e) for e in events] == [h11.Response]
+        assert (b"transfer-encoding", b"chunked") in events[0].headers
+        first_event.set_result(b"data: 1\n\n")
+        await app.wait()
+        events = responses(client, transport.take())
+        assert b"".join(e.data for e in events if type(e) is h11.Data) == b"data: 1\n\n"
+
+    run(scenario())
+
+
 # -- a peer that leaves ------------------------------------------------------------------
 
 
