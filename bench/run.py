@@ -91,6 +91,7 @@ class ServerSpec:
     loop: str
     argv: Callable[[list[str], str], list[str]]
     ready: re.Pattern[bytes] | None
+    workloads: tuple[str, ...] = WORKLOADS
 
 
 def _channelserver(*flags: str) -> Callable[[list[str], str], list[str]]:
@@ -128,11 +129,19 @@ SERVERS = {
         ServerSpec("channelserver", "channelserver", _AUTO_LOOP, _channelserver(), _CS_READY),
         ServerSpec("uvicorn", "uvicorn h11/wsproto", _AUTO_LOOP, _uvicorn(), _UV_READY),
         ServerSpec("daphne", "daphne", "twisted", _daphne, None),
+        ServerSpec(
+            "floor",
+            "floor: sockets+loop only",
+            _AUTO_LOOP,
+            lambda bind, app: [PYTHON, "-m", "bench.floor"],
+            _CS_READY,
+            ("http", "ws"),
+        ),
         ServerSpec("channelserver-asyncio", "channelserver", "asyncio", _channelserver("--loop", "asyncio"), _CS_READY),
         ServerSpec("uvicorn-asyncio", "uvicorn h11/wsproto", "asyncio", _uvicorn("--loop", "asyncio"), _UV_READY),
     )
 }
-DEFAULT_SERVERS = ("channelserver", "uvicorn", "daphne")
+DEFAULT_SERVERS = ("channelserver", "uvicorn", "daphne", "floor")
 
 
 def child_env(extra: dict[str, str] | None = None, source: str | None = None) -> dict[str, str]:
@@ -362,6 +371,32 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return float(a["us_cpu_per_op"] / b["us_cpu_per_op"])
 
 
+def decomposition(cells: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Per request and per message: the floor (sockets and loop), the parser's own work,
+    and what is left for the rest of each h11/wsproto server (ASGI layer, app, its code)."""
+
+    def us(name: str, workload: str) -> float | None:
+        value = cells.get(name, {}).get(workload, {}).get("us_cpu_per_op")
+        return float(value) if value is not None else None
+
+    columns = [("http", "h11-server"), ("ws", "wsproto-server")]
+    floors = [us("floor", w) for w, _ in columns]
+    parsers = [us(p, w) for w, p in columns]
+    if all(v is None for v in floors):
+        return []
+    rows = [
+        ["floor: sockets + event loop, canned bytes", *(f"{v:.1f}" if v is not None else "-" for v in floors)],
+        ["parser's own work, server side", *(f"{v:.1f}" if v is not None else "-" for v in parsers)],
+    ]
+    for name in ("channelserver", "uvicorn"):
+        rest = []
+        for (workload, _), floor, parser in zip(columns, floors, parsers, strict=True):
+            total = us(name, workload)
+            rest.append(f"{total - floor - parser:.1f}" if None not in (total, floor, parser) else "-")  # type: ignore[operator]
+        rows.append([f"left for {name}: ASGI layer, app, its own code", *rest])
+    return ["", table(rows, ["us CPU per operation", "request", "ws message"])]
+
+
 def report(results: dict[str, Any]) -> tuple[str, bool]:
     """The printed tables and ratios; the flag says whether both targets were met."""
     cells: dict[str, dict[str, dict[str, Any]]] = results["summary"]
@@ -390,6 +425,8 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
             header += [f"us CPU/{UNITS[w]}", f"{w}/s"]
         rows = []
         for name in results["servers"]:
+            if not set(extra) & set(SERVERS[name].workloads):
+                continue
             row = cells.get(name, {})
             line = [f"{SERVERS[name].label} ({SERVERS[name].loop})"]
             for w in extra:
@@ -416,6 +453,7 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
             value = ratio(cs.get(workload), cells.get(other, {}).get(workload))
             if value is not None:
                 out.append(f"  channelserver / {other:<26} {UNITS[workload]:<14} {value:5.2f}x")
+    out.extend(decomposition(cells))
     shares = []
     for name in results["servers"]:
         parts = [
@@ -498,6 +536,8 @@ def benchmark(args: argparse.Namespace) -> int:
         say("warm-up round")
         for workload in workloads:
             for server in servers.values():
+                if workload not in server.spec.workloads:
+                    continue
                 run_load(
                     server,
                     workload,
@@ -510,6 +550,8 @@ def benchmark(args: argparse.Namespace) -> int:
             order = names[rep % len(names) :] + names[: rep % len(names)]
             for workload in workloads:
                 for name in order:
+                    if workload not in SERVERS[name].workloads:
+                        continue
                     cell = cells.setdefault(name, {}).setdefault(workload, Cell())
                     if cell.error:
                         continue
@@ -625,10 +667,17 @@ def profile(args: argparse.Namespace) -> int:
         finally:
             server.stop()
         stats = pstats.Stats(str(out))
+        out_dir = Path(args.output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        saved = out_dir / f"profile-{workload}-{stamp}.prof"
+        saved.write_bytes(out.read_bytes())
+    lines: list[str] = []
+    emit = lines.append
     ops = result["ops"]
     entries: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for _, _, tt, _, _ in entries.values())
-    print(
+    emit(
         f"channelserver ({spec.loop}) under cProfile ({args.profile_timer} clock), {workload}: {ops} {UNITS[workload]}s in {result['wall']:.1f}s; "
         f"{result['server_cpu'] / ops * 1e6:.1f} us CPU per op with the profiler on "
         f"({total / ops * 1e6:.1f} us of it inside profiled functions)"
@@ -636,21 +685,25 @@ def profile(args: argparse.Namespace) -> int:
     by_area: dict[str, float] = {}
     for key, (_, _, tt, _, _) in entries.items():
         by_area[area(key[0])] = by_area.get(area(key[0]), 0.0) + tt
-    print("\ntottime by part of the stack, us per op:")
+    emit("\ntottime by part of the stack, us per op:")
     for name, tt in sorted(by_area.items(), key=lambda item: -item[1]):
-        print(f"  {name:<24} {tt / ops * 1e6:8.2f}  {tt / total * 100:5.1f}%")
+        emit(f"  {name:<24} {tt / ops * 1e6:8.2f}  {tt / total * 100:5.1f}%")
     rows = []
     ranked = sorted(entries.items(), key=lambda item: -item[1][2])
     for key, (_cc, nc, tt, ct, _) in ranked[: args.top]:
         rows.append([short(key), f"{nc / ops:.2f}", f"{tt / ops * 1e6:.2f}", f"{ct / ops * 1e6:.2f}", area(key[0])])
-    print(f"\ntop {args.top} functions by tottime (per op):")
-    print(table(rows, ["function", "calls", "tottime us", "cumtime us", "part"]))
+    emit(f"\ntop {args.top} functions by tottime (per op):")
+    emit(table(rows, ["function", "calls", "tottime us", "cumtime us", "part"]))
     own = [item for item in ranked if area(item[0][0]).startswith("channelserver")][: args.top]
     rows = [
         [short(k), f"{nc / ops:.2f}", f"{tt / ops * 1e6:.2f}", f"{ct / ops * 1e6:.2f}"] for k, (_, nc, tt, ct, _) in own
     ]
-    print("\nchannelserver's own functions by tottime (per op):")
-    print(table(rows, ["function", "calls", "tottime us", "cumtime us"]))
+    emit("\nchannelserver's own functions by tottime (per op):")
+    emit(table(rows, ["function", "calls", "tottime us", "cumtime us"]))
+    emit(f"\nsaved: {saved} (pstats; this text next to it as .txt)")
+    text = "\n".join(lines)
+    print(text)
+    saved.with_suffix(".txt").write_text(text + "\n")
     return 0
 
 
