@@ -72,9 +72,14 @@ async def serve(loop_name: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = await loop.create_server(Floor, sock=sock, backlog=1024)
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def stopping() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, stopping)
     print(f"Listening on http://127.0.0.1:{sock.getsockname()[1]} ({loop_name})", file=sys.stderr, flush=True)
     async with server:
         await stop

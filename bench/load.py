@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 HOST = "127.0.0.1"
 

@@ -60,14 +60,14 @@ def h11_pair() -> Callable[[int], None]:
     def ops(n: int) -> None:
         for _ in range(n):
             data = client.send(h11.Request(method=b"GET", target=b"/", headers=REQUEST_HEADERS))
-            data += client.send(h11.EndOfMessage())  # type: ignore[operator]
+            data += client.send(h11.EndOfMessage())
             server.receive_data(data)
             event = server.next_event()
             while event is not h11.NEED_DATA and event is not h11.PAUSED:
                 event = server.next_event()
             out = server.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
-            out += server.send(h11.Data(data=HELLO))  # type: ignore[operator]
-            out += server.send(h11.EndOfMessage())  # type: ignore[operator]
+            out += server.send(h11.Data(data=HELLO))
+            out += server.send(h11.EndOfMessage())
             client.receive_data(out)
             while type(client.next_event()) is not h11.EndOfMessage:
                 pass
@@ -88,8 +88,8 @@ def h11_server() -> Callable[[int], None]:
             while event is not h11.NEED_DATA and event is not h11.PAUSED:
                 event = server.next_event()
             out = server.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
-            out += server.send(h11.Data(data=HELLO))  # type: ignore[operator]
-            out += server.send(h11.EndOfMessage())  # type: ignore[operator]
+            out += server.send(h11.Data(data=HELLO))
+            out += server.send(h11.EndOfMessage())
             server.start_next_cycle()
 
     return ops
@@ -103,9 +103,9 @@ def wsproto_pair() -> Callable[[int], None]:
         for _ in range(n):
             server.receive_data(client.send(TextMessage(data=WS_MESSAGE)))
             for event in server.events():
-                client.receive_data(server.send(TextMessage(data=event.data)))
+                client.receive_data(server.send(TextMessage(data=event.data)))  # type: ignore[attr-defined]
             for event in client.events():
-                if event.data != WS_MESSAGE:
+                if event.data != WS_MESSAGE:  # type: ignore[attr-defined]
                     raise AssertionError(event)
 
     return ops
@@ -118,7 +118,7 @@ def wsproto_server() -> Callable[[int], None]:
         for _ in range(n):
             server.receive_data(WS_FRAME)
             for event in server.events():
-                server.send(TextMessage(data=event.data))
+                server.send(TextMessage(data=event.data))  # type: ignore[attr-defined]
 
     return ops
 
