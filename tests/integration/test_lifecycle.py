@@ -1,0 +1,180 @@
+"""Ordered, bounded shutdown of one server process, with real clients on real sockets.
+
+Each test starts ``python -m channelserver`` on ``lifecycle_apps/lifecycle_app.py``, puts
+connections in a known state, signals the process and checks what every client saw, what
+the apps were told (counted in an events file), the log, the exit code and how long the
+process took from the signal to its exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from lifecycle_apps.harness import SHUTTING_DOWN, Events, serve, stop_timed
+from websockets.asyncio.client import ClientConnection, connect
+
+APP = "lifecycle_app:application"
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Events:
+    return Events(tmp_path / "events.log")
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response up to EOF: (status, headers lower-cased, body)."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+async def open_many(url: str, n: int, batch: int = 100) -> list[ClientConnection]:
+    """``n`` WebSocket clients, opened ``batch`` at a time to keep the machine's load bounded."""
+    clients: list[ClientConnection] = []
+    while len(clients) < n:
+        size = min(batch, n - len(clients))
+        clients += await asyncio.gather(*(connect(url, ping_interval=None, open_timeout=10) for _ in range(size)))
+    return clients
+
+
+def test_sigterm_closes_500_idle_websockets_with_1012_and_tells_every_consumer(events: Events) -> None:
+    """Idle sockets never slow a deploy: all get 1012 + reason, every consumer's disconnect runs, gone in 2 s."""
+    n = 500
+    with serve(APP, "--no-access-log", events=events) as server:
+
+        async def scenario() -> tuple[list[tuple[int | None, str]], int, float]:
+            clients = await open_many(f"{server.ws_url}/ws/idle/", n)
+            stopping = asyncio.ensure_future(asyncio.to_thread(stop_timed, server, signal.SIGTERM, 10.0))
+            for ws in clients:  # each client answers the server's close frame as it reads it
+                await asyncio.wait_for(ws.wait_closed(), 10)
+            rc, took = await stopping
+            return [(ws.close_code, ws.close_reason or "") for ws in clients], rc, took
+
+        closes, rc, took = asyncio.run(scenario())
+
+    print(f"{n} idle WebSockets: SIGTERM to exit {took:.2f}s")
+    assert rc == 0, server.text
+    assert [code for code, _ in closes] == [1012] * n
+    assert all(reason == "server restarting" for _, reason in closes), set(closes)
+    assert events.count("disconnect 1012") == n, events.lines()[:5]
+    assert took < 2.0, f"exit took {took:.2f}s\n{server.text}"
+
+
+def test_sigterm_lets_an_inflight_request_finish_and_refuses_new_connections(events: Events) -> None:
+    """In-flight HTTP finishes (200, connection: close); the listener is closed at once; exit 0."""
+    with serve(APP, events=events) as server:
+        assert server.port is not None
+        inflight = socket.create_connection(("127.0.0.1", server.port))
+        with inflight:
+            sent = time.monotonic()
+            inflight.sendall(b"GET /slow?seconds=2 HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for(re.compile(rb"event: slow start"))
+            server.signal(signal.SIGTERM)
+            server.wait_for(SHUTTING_DOWN)
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+            status, headers, body = read_response(inflight)
+            answered = time.monotonic() - sent
+        rc = server.wait(10)
+
+    assert status == 200
+    assert headers.get("connection") == "close"
+    assert body == b"slept 2.0\n"
+    assert answered >= 2.0
+    assert rc == 0, server.text
+    assert events.count("lifespan shutdown") == 1
+
+
+def test_apps_that_never_return_cannot_hang_shutdown(events: Events) -> None:
+    """An app ignoring websocket.disconnect, a consumer whose disconnect() hangs and an endless
+    event stream: each cancelled after the timeouts with a log line naming it, the consumer
+    class and the app line it was stuck on; exit 0 within graceful + app_close + 1 s."""
+    graceful, app_close = 1.0, 1.0
+    flags = ("--graceful-timeout", str(graceful), "--app-close-timeout", str(app_close))
+    with serve(APP, *flags, events=events) as server:
+        assert server.port is not None
+        sse = socket.create_connection(("127.0.0.1", server.port))
+        with sse:
+            sse.sendall(b"GET /sse HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for(re.compile(rb"event: sse streaming"))
+
+            async def scenario() -> tuple[list[int | None], int, float]:
+                clients = [
+                    await connect(f"{server.ws_url}/ws/stubborn/", ping_interval=None),
+                    await connect(f"{server.ws_url}/ws/stuck/", ping_interval=None),
+                ]
+                stopping = asyncio.ensure_future(asyncio.to_thread(stop_timed, server, signal.SIGTERM, 15.0))
+                for ws in clients:
+                    await asyncio.wait_for(ws.wait_closed(), 10)
+                rc, took = await stopping
+                return [ws.close_code for ws in clients], rc, took
+
+            ws_codes, rc, took = asyncio.run(scenario())
+            _, _, streamed = read_response(sse)
+
+    print(f"stuck apps: SIGTERM to exit {took:.2f}s (bound {graceful + app_close + 1.0}s)")
+    log = server.text
+    assert rc == 0, log
+    assert ws_codes == [1012, 1012]
+    assert events.count("stubborn got disconnect") == 1
+    assert events.count("stuck got disconnect") == 1
+    assert b"data: hello" in streamed
+    assert events.count("lifespan shutdown") == 1
+    cancelled = [line for line in log.splitlines() if "Cancelled app instance" in line]
+    assert len(cancelled) == 3, log
+    sse_line = next(line for line in cancelled if "GET /sse" in line)
+    stubborn_line = next(line for line in cancelled if "WebSocket /ws/stubborn/" in line)
+    stuck_line = next(line for line in cancelled if "WebSocket /ws/stuck/" in line)
+    # Each names the line of the app it was stuck on (not asyncio's internals) ...
+    assert re.search(r"awaiting \S*lifecycle_app\.py:\d+ in http_app", sse_line), sse_line
+    assert re.search(r"awaiting \S*lifecycle_app\.py:\d+ in stubborn_websocket", stubborn_line), stubborn_line
+    assert re.search(r"awaiting \S*lifecycle_app\.py:\d+ in disconnect", stuck_line), stuck_line
+    # ... the consumer class where there is one, and how long it had.
+    assert "StuckConsumer" in stuck_line, stuck_line
+    assert re.search(r"still running 1\.\ds after its disconnect", stubborn_line), stubborn_line
+    assert took < graceful + app_close + 1.0, f"exit took {took:.2f}s\n{log}"
+
+
+def test_a_second_sigint_skips_the_waiting(events: Events) -> None:
+    """With a stream open and the default 30 s grace, a second Ctrl-C ends the process at once."""
+    with serve(APP, events=events) as server:
+        assert server.port is not None
+        sse = socket.create_connection(("127.0.0.1", server.port))
+        with sse:
+            sse.sendall(b"GET /sse HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for(re.compile(rb"event: sse streaming"))
+            server.signal(signal.SIGINT)
+            server.wait_for(SHUTTING_DOWN)
+            rc, took = stop_timed(server, signal.SIGINT, 10.0)
+
+    assert rc == 0, server.text
+    assert took < 1.0, f"exit took {took:.2f}s after the second SIGINT\n{server.text}"
+    assert re.search(r"Cancelled app instance \S+ for GET /sse", server.text), server.text
+
+
+def test_a_lifespan_shutdown_that_never_answers_cannot_hang_the_exit(events: Events) -> None:
+    """The last step is bounded too: a stuck lifespan shutdown gets ``app_close_timeout``, is
+    named in the log, and the process exits."""
+    app_close = 1.0
+    with serve("lifecycle_hung_lifespan:application", "--app-close-timeout", str(app_close), events=events) as server:
+        rc, took = stop_timed(server, signal.SIGTERM, app_close + 4.0)
+
+    assert events.count("lifespan shutdown received") == 1
+    assert re.search(r"(?i)lifespan shutdown.*(did not|not complete|timed out|cancel)", server.text), server.text
+    assert rc == 0, server.text
+    assert took < app_close + 1.0, f"exit took {took:.2f}s"
