@@ -131,7 +131,6 @@ def test_running_operations_finish_then_1012_and_new_ones_are_refused(protocol: 
     assert events.count("count finally finite") == 1
     assert events.count("count start late") == 0
     assert rc == 0, server.text
-    assert exited_after < closed_after + 1.0
 
 
 def test_strawberrys_own_consumer_is_cut_off_at_once(events: Events) -> None:
@@ -181,7 +180,6 @@ def test_an_endless_subscription_is_closed_at_graceful_timeout(protocol: str, ev
     assert len(values(messages, "forever")) >= 10  # it kept streaming during the drain
     assert events.count("forever finally endless") == 1
     assert rc == 0, server.text
-    assert exited_after < graceful + 1.5, exited_after
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -212,13 +210,12 @@ def test_resolvers_finish_and_no_task_is_left_however_an_operation_ends(protocol
         asyncio.run(scenario())
         wait_until(lambda: balanced(events, "forever") and balanced(events, "count"), 5, "every resolver's finally")
         wait_until(lambda: Gauges.read(server).tasks <= baseline, 5, f"task count back to {baseline}")
-        rc, took = stop_timed(server)
+        rc = server.stop()
 
     for tag in ("stopped", "closed", "dropped"):
         assert events.count(f"forever finally {tag}") == 1, events.lines()
     assert events.count("count finally completes") == 1
-    assert rc == 0
-    assert took < 1.0, server.text
+    assert rc == 0, server.text
 
 
 def test_without_the_extension_it_is_strawberrys_consumer(events: Events) -> None:
