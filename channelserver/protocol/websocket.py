@@ -23,6 +23,8 @@ Rules kept here:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import h11
@@ -49,6 +51,23 @@ from .scope import websocket_scope
 from .table import bad_field, check_headers
 
 __all__ = ["WebSocketConnection"]
+
+
+def _check_key(request: h11.Request) -> None:
+    """RFC 6455 section 4.2.1: Sec-WebSocket-Key is the base64 of 16 bytes (wsproto
+    only checks that it is there)."""
+    for name, value in request.headers:
+        if name == b"sec-websocket-key":
+            try:
+                raw = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 16:
+                raise RemoteProtocolError(
+                    "Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection()
+                )
+            return
+
 
 HANDSHAKE = "handshake"
 PING = "ping"
@@ -122,6 +141,7 @@ class WebSocketConnection:
         try:
             self.handshake.initiate_upgrade_connection(list(request.headers), request.target)
             ws_request = next(e for e in self.handshake.events() if isinstance(e, Request))
+            _check_key(request)
         except RemoteProtocolError as exc:
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
             text = f"{exc}\n".encode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -27,26 +28,32 @@ error_log = logging.getLogger("channelserver.error")
 access_log = logging.getLogger("channelserver.access")
 
 _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 
 
-def awaiting_line(task: asyncio.Task[Any]) -> str:
-    """Where the innermost coroutine of ``task`` is suspended, as ``file:line in func``."""
-    coro: Any = task.get_coro()
-    where = "unknown"
+def awaiting(coro: Any) -> tuple[str, str | None]:
+    """Where the innermost coroutine awaited by ``coro`` is suspended, as
+    ``file:line in func``, and the class of the innermost method on the way (the
+    consumer, for a Channels app). asyncio's own frames (a queue's get, a sleep) are
+    skipped: the application's line that called them says more."""
+    where, owner = "unknown", None
     seen = 0
     while coro is not None and seen < 100:
         seen += 1
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
+        if frame is not None and not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
             where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            this = frame.f_locals.get("self")
+            owner = type(this).__qualname__ if this is not None else None
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return where
+    return where, owner
 
 
 class AppInstance:
     __slots__ = (
         "cancel_handle",
         "conn",
+        "coro",
         "cycle",
         "disconnected_at",
         "failure",
@@ -83,10 +90,11 @@ class AppInstance:
         self.finished = False
 
     def start(self, eager: bool) -> None:
+        self.coro = coro = self.run()
         if eager:
-            self.task = start_eagerly(self.conn.loop, self.run())
+            self.task = start_eagerly(self.conn.loop, coro)
         else:
-            self.task = self.conn.loop.create_task(self.run())
+            self.task = self.conn.loop.create_task(coro)
 
     @property
     def done(self) -> bool:
@@ -110,15 +118,18 @@ class AppInstance:
                     self.waiter = None
         message = queue.popleft()
         self.last = message
-        body = message.get("body")
-        if body:
-            self.queued_bytes -= len(body)
-            if self.queued_bytes < self.conn.state.read_low_water:
-                self.conn.resume_reading_for(self)
+        data = message.get("body") or message.get("bytes") or message.get("text")
+        if data:
+            self.queued_bytes -= len(data)
         elif message["type"] in _DISCONNECTS:
             self.machine.app_got_disconnect(self.cycle)
-        elif self.conn.reading_paused:
-            self.conn.resume_reading_for(self)
+        conn = self.conn
+        if (
+            conn.reading_paused
+            and self.queued_bytes < conn.state.read_low_water
+            and len(queue) < conn.state.queue_high_water
+        ):
+            conn.resume_reading_for(self)
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -149,13 +160,15 @@ class AppInstance:
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:
+        """Queue a message for ``receive()``. Reading from the socket pauses while the
+        queue holds more than ``read_high_water`` bytes or ``queue_high_water`` messages,
+        so an app that does not receive bounds what the server holds for it."""
         self.queue.append(message)
-        body = message.get("body")
-        if body:
-            self.queued_bytes += len(body)
-            if self.queued_bytes > self.conn.state.read_high_water:
-                self.conn.pause_reading_for(self)
-        elif len(self.queue) > self.conn.state.queue_high_water:
+        data = message.get("body") or message.get("bytes") or message.get("text")
+        if data:
+            self.queued_bytes += len(data)
+        state = self.conn.state
+        if self.queued_bytes > state.read_high_water or len(self.queue) > state.queue_high_water:
             self.conn.pause_reading_for(self)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -172,17 +185,20 @@ class AppInstance:
         if self.finished or self.task is None:
             return
         since = time.monotonic() - (self.disconnected_at or time.monotonic())
+        where, owner = awaiting(self.coro)
         error_log.warning(
             "Cancelled %s: still running %.1fs after its disconnect (awaiting %s)",
-            self.describe(),
+            self.describe(owner),
             since,
-            awaiting_line(self.task),  # type: ignore[arg-type]
+            where,
         )
         self.task.cancel()
 
-    def describe(self) -> str:
+    def describe(self, owner: str | None = None) -> str:
         scope = self.scope
         app = self.conn.state.app_name
+        if owner is not None and owner != app:
+            app = f"{app} ({owner})"
         if scope["type"] == "http":
             what = f"{scope['method']} {scope['path']}"
         else:

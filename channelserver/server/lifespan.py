@@ -46,11 +46,18 @@ class Lifespan:
             return None
         return self.state
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout: float) -> None:
+        """Send lifespan.shutdown and wait for the answer, up to ``timeout``; an app that
+        does not answer is cancelled, so it cannot hang the exit."""
         if self.mode == "off" or self.unsupported or self.task is None or self.task.done():
             return
         await self.receive_queue.put({"type": "lifespan.shutdown"})
-        await self.shutdown_done.wait()
+        try:
+            await asyncio.wait_for(self.shutdown_done.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("lifespan shutdown not answered within %ss; cancelled it", timeout)
+            self.task.cancel()
+            return
         if self.failed is not None:
             log.error("lifespan shutdown failed: %s", self.failed)
 

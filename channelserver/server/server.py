@@ -125,6 +125,7 @@ class Server:
         self.state: ServerState | None = None
         self.listeners: list[asyncio.AbstractServer] = []
         self.bound: list[str] = []
+        self.sockets: list[socket.socket] = []
         #: Set once every socket is listening.
         self.started = asyncio.Event()
         self.lifespan: Lifespan | None = None
@@ -141,6 +142,7 @@ class Server:
         state.lifespan_state = await self.lifespan.startup()
         if sockets is None:
             sockets = [bind_socket(self.config)]
+        self.sockets = sockets
         for sock in sockets:
             listener = await loop.create_server(
                 lambda: ConnectionProtocol(state), sock=sock, backlog=self.config.backlog, ssl=context
@@ -193,10 +195,14 @@ class Server:
             self._force_event.set()
         config = self.config
         state.shutting_down = True
-        log.info("Shutting down: no new connections; %d open", len(state.connections))
-        # 1. stop accepting
+        # 1. stop accepting: with the listening sockets closed, connection attempts are
+        #    refused at once (in a worker this closes its copy; the parent keeps its own)
         for listener in self.listeners:
             listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        log.info("Shutting down: no new connections; %d open", len(state.connections))
         state.drain_started.set()
         # 2. ask every connection to finish
         state.all_closed = asyncio.Event()
@@ -211,13 +217,19 @@ class Server:
                 len(state.connections),
                 config.graceful_timeout,
             )
-        # 4. WebSockets still held get their 1012 now and a moment for the close handshake;
-        #    then what is left is dropped: the apps are told, and have app_close_timeout.
-        if state.connections:
+        # 4. HTTP still in flight is dropped: its apps get http.disconnect and send() raises.
+        #    WebSockets still held get their 1012 now and a moment for the close handshake,
+        #    then they are dropped too. From here every app has app_close_timeout.
+        held = [conn for conn in state.connections if conn.ws_drain is not None]
+        for conn in list(state.connections):
+            if conn.ws_drain is None:
+                conn.abort()
+        if held:
             state.all_closed.clear()
-            for conn in list(state.connections):
+            for conn in held:
                 conn.force_shutdown()
-            await self._bounded(state.all_closed, min(1.0, config.ws_close_timeout))
+            if state.connections:
+                await self._bounded(state.all_closed, min(1.0, config.ws_close_timeout))
         for conn in list(state.connections):
             conn.abort()
         # 5. wait for app instances
@@ -235,7 +247,7 @@ class Server:
                 await asyncio.wait_for(listener.wait_closed(), 0.1)
         # 6. lifespan
         if self.lifespan is not None and not self.force_exit:
-            await self.lifespan.shutdown()
+            await self.lifespan.shutdown(config.app_close_timeout)
 
 
 @contextlib.contextmanager
