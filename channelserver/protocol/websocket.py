@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from typing import Any
 
 import h11
@@ -51,6 +52,16 @@ from .scope import websocket_scope
 from .table import bad_field, check_headers
 
 __all__ = ["WebSocketConnection"]
+
+
+def _frame(first_byte: int, payload: bytes) -> bytes:
+    """One final, unmasked frame: FIN and opcode in ``first_byte``, then the length."""
+    n = len(payload)
+    if n < 126:
+        return bytes((first_byte, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first_byte, 126, n) + payload
+    return struct.pack("!BBQ", first_byte, 127, n) + payload
 
 
 def _check_key(request: h11.Request) -> None:
@@ -132,6 +143,8 @@ class WebSocketConnection:
         self.disconnect_code: int | None = None
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
+        self.extensions_offered: list[Extension] = []
+        self.plain_frames = False
         self.handshake_timeout = handshake_timeout
         self._pending_denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
@@ -385,6 +398,7 @@ class WebSocketConnection:
 
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
+        self.extensions_offered = extensions
         data = self.handshake.send(
             AcceptConnection(
                 subprotocol=subprotocol,
@@ -395,6 +409,9 @@ class WebSocketConnection:
         ws = self.handshake.connection
         assert ws is not None
         self.ws = ws
+        # With no extension in use a whole message is one plain frame: it is framed here
+        # (RFC 6455 5.2, unmasked from a server) instead of by wsproto's general path.
+        self.plain_frames = not any(ext.enabled() for ext in extensions)
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -435,6 +452,8 @@ class WebSocketConnection:
                 raise bad_field("websocket.send", "text", "a str", text, self.cycle.where)
             if ws.state is not ConnectionState.OPEN:
                 return []
+            if self.plain_frames:
+                return [Write(_frame(0x81, text.encode()))]
             return [Write(ws.send(TextMessage(data=text)))]
         data = message.get("bytes")
         if data is None:
@@ -443,6 +462,8 @@ class WebSocketConnection:
             raise bad_field("websocket.send", "bytes", "bytes", data, self.cycle.where)
         if ws.state is not ConnectionState.OPEN:
             return []
+        if self.plain_frames:
+            return [Write(_frame(0x82, bytes(data)))]
         return [Write(ws.send(BytesMessage(data=bytes(data))))]
 
     def _close_code(self, message: Any) -> int:
