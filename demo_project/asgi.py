@@ -15,7 +15,8 @@ WebSocket handshakes pass ``AllowedHostsOriginValidator`` first: a browser page 
 not in ``ALLOWED_HOSTS`` (or a client sending no ``Origin``) is refused with 403.
 
 The WebSocket consumer class is chosen here and only here (:data:`GraphQLWSConsumer`), so a
-subclass (a drain-aware one, say) is swapped in with one import.
+subclass is swapped in with one import: here channelserver's drain-aware consumer, which lets
+running subscriptions finish before a restart closes the connection with 1012.
 """
 
 import os
@@ -30,7 +31,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
-from strawberry.channels import GraphQLWSConsumer  # noqa: E402
+from channelserver.strawberry import GraphQLWSConsumer  # noqa: E402
 from strawberry.subscriptions import (  # noqa: E402
     GRAPHQL_SSE_PROTOCOL,
     GRAPHQL_TRANSPORT_WS_PROTOCOL,

@@ -73,6 +73,8 @@ class ServerProcess:
     def _read_some(self, timeout: float) -> bool:
         """Read what the process wrote within ``timeout``. False at EOF."""
         assert self.proc.stdout is not None
+        if self.proc.stdout.closed:
+            return False
         fd = self.proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
@@ -144,6 +146,12 @@ class ServerProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self.close()
+
+    def close(self) -> None:
+        """Close the pipe from the process (what it wrote stays in ``output``)."""
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -151,8 +159,7 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.stop()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.close()
 
 
 def channelserver(app: str, *flags: str, **kwargs: object) -> ServerProcess:

@@ -34,7 +34,7 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   signal is replaced, one at a time. In both, the replacement is started and *ready*
   before the old worker gets its SIGTERM;
 - SIGINT/SIGTERM: every worker gets SIGTERM at once and drains in parallel; one still
-  running after ``graceful_timeout + app_close_timeout + stop_margin`` is killed. Exit 0
+  running after ``graceful_timeout + 2 * app_close_timeout + 2.5 s + stop_margin`` is killed. Exit 0
   when all stopped by themselves, 1 if one had to be killed.
 
 Signal handlers only record the signal (and wake the loop through a socket); the loop
@@ -161,7 +161,9 @@ class Supervisor:
         self.health_check_interval = health_check_interval
         self.health_check_timeout = health_check_timeout
         self.startup_timeout = startup_timeout
-        self.stop_timeout = config.graceful_timeout + config.app_close_timeout + stop_margin
+        # A worker's own shutdown is bounded by graceful_timeout, up to 1 s of WebSocket
+        # close handshakes, app_close_timeout for the apps and again for lifespan shutdown.
+        self.stop_timeout = config.graceful_timeout + 2 * config.app_close_timeout + 2.5 + stop_margin
         self.context = multiprocessing.get_context("spawn")
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []

@@ -129,7 +129,9 @@ def test_two_pages_chat_count_down_and_tick(browser: Any, demo_server: ServerPro
 
 def test_page_reconnects_and_resubscribes_after_a_restart(browser: Any, template_db: Path, tmp_path: Path) -> None:
     db = fresh_db(template_db, tmp_path)
-    with start_demo("channelserver", db) as first:
+    # The page's subscriptions are endless: the drain-aware consumer holds them open until
+    # graceful_timeout, then closes with 1012.
+    with start_demo("channelserver", db, "--graceful-timeout", "1") as first:
         page = Page(browser, f"{first.url}/#lobby")
         try:
             first_pid = page.page.inner_text("#server")
@@ -139,7 +141,7 @@ def test_page_reconnects_and_resubscribes_after_a_restart(browser: Any, template
                 "(document.querySelector('#status').dataset.closeCodes || '').startsWith('1012')"
             )
             # The new process binds the same address (SO_REUSEADDR), as a restarted service would.
-            with start_demo("channelserver", db, "--port", str(first.port)) as second:
+            with start_demo("channelserver", db, "--port", str(first.port), "--graceful-timeout", "1") as second:
                 # Posted while the page may still be reconnecting: it must show up either way
                 # (through the re-subscribed `messages` or the history reloaded on reconnect).
                 data(second.url, POST, {"room": "lobby", "text": "posted during the restart"})

@@ -431,5 +431,6 @@ def test_worker_that_does_not_drain_in_time_is_killed_and_the_exit_code_says_so(
         took = time.monotonic() - began
         client.close()
     assert code == 1, server.text
-    assert f"Worker pid {stuck} did not exit within 1.5s; killing it" in server.text
-    assert 1.4 < took < 5, took
+    # graceful 0.5 + 2 x app_close 0.5 + 2.5 (close handshakes, lifespan) + stop_margin 0.5
+    assert f"Worker pid {stuck} did not exit within 4.5s; killing it" in server.text
+    assert 4.4 < took < 8, took
