@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["ASGI_VERSION", "SPEC_VERSION", "http_scope", "websocket_scope"]
+__all__ = ["SPEC_VERSION", "http_scope", "websocket_scope"]
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 SPEC_VERSION = "2.4"
 
 Address = tuple[str, int] | None
