@@ -31,7 +31,6 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
-from channelserver.strawberry import GraphQLWSConsumer  # noqa: E402
 from strawberry.subscriptions import (  # noqa: E402
     GRAPHQL_SSE_PROTOCOL,
     GRAPHQL_TRANSPORT_WS_PROTOCOL,
@@ -39,6 +38,7 @@ from strawberry.subscriptions import (  # noqa: E402
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
 
+from channelserver.strawberry import GraphQLWSConsumer  # noqa: E402
 from demo_project.consumers import EchoConsumer, GraphQLHTTPConsumer  # noqa: E402
 from demo_project.schema import schema  # noqa: E402
 
