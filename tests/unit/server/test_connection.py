@@ -137,7 +137,9 @@ def test_a_streaming_response_head_goes_out_before_the_first_body_part() -> None
 
         async def body(scope: Any, receive: Any, send: Any) -> None:
             await receive()
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
             data = await first_event
             await send({"type": "http.response.body", "body": data})
 
