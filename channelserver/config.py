@@ -120,6 +120,12 @@ class Config:
         unit="bytes",
         group="http",
     )
+    body_read_timeout: float = option(
+        30.0,
+        "Close a request whose body stops arriving for this long (408 if nothing was answered yet).",
+        unit="seconds",
+        group="http",
+    )
     max_headers: int = option(100, "Most request header fields accepted; more gets 431.", unit="headers", group="http")
     max_body_size: int | None = option(
         100 * 1024 * 1024,

@@ -67,7 +67,15 @@ class ServerProcess:
         self.port: int | None = None
         self.returncode: int | None = None
         if wait_for_port:
-            self.port = self.wait_for(PORT_PATTERNS, ready_timeout)
+            try:
+                self.port = self.wait_for(PORT_PATTERNS, ready_timeout)
+            except BaseException:
+                # no caller will hold this object: do not leave the process or its pipe behind
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.close()
+                raise
 
     # -- output ------------------------------------------------------------------------
     def _read_some(self, timeout: float) -> bool:

@@ -44,6 +44,7 @@ from .scope import http_scope
 __all__ = ["HTTPConnection"]
 
 KEEP_ALIVE = "keep_alive"
+BODY = "body_read"
 
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -91,6 +92,7 @@ class HTTPConnection:
         extensions: Callable[[], dict[str, Any]] | None = None,
         max_headers: int = 100,
         max_body_size: int | None = None,
+        body_read_timeout: float | None = None,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self.max_incomplete_event_size = max_incomplete_event_size
@@ -106,6 +108,7 @@ class HTTPConnection:
         self.extensions = extensions
         self.max_headers = max_headers
         self.max_body_size = max_body_size
+        self.body_read_timeout = body_read_timeout
         #: Body bytes received for the current request.
         self.body_received = 0
         self.requests_started = 0
@@ -236,6 +239,18 @@ class HTTPConnection:
     def timer_fired(self, name: str) -> list[Action]:
         if name == KEEP_ALIVE and self.cycle is None and not self.closed:
             return self._close()
+        if name == BODY and self.cycle is not None and self.h11.their_state is h11.SEND_BODY:
+            # The body stopped arriving: the slow-body form of slowloris.
+            why = f"request body stalled for {self.body_read_timeout}s"
+            actions: list[Action] = [Log("warning", f"Closed request from {self.client_text}: {why} (answered 408)")]
+            cycle = self.cycle
+            if cycle.disconnect():
+                actions.append(Deliver(cycle, _DISCONNECT))
+            if self.h11.our_state is h11.SEND_RESPONSE:
+                actions.append(Write(self._error_bytes(408, f"Request Timeout: {why}\n")))
+            self.cycle = None
+            actions.extend(self._close())
+            return actions
         return []
 
     def shutdown(self) -> list[Action]:
@@ -379,6 +394,9 @@ class HTTPConnection:
             elif etype is h11.ConnectionClosed:
                 actions.extend(self.eof())
                 break
+        if self.cycle is not None and self.body_read_timeout is not None and h11conn.their_state is h11.SEND_BODY:
+            # (re)armed while the body is unfinished: the deadline moves with each read
+            actions.append(SetTimer(BODY, self.body_read_timeout))
         if body and self.cycle is not None:
             data = b"".join(body) if len(body) != 1 else bytes(body[0])
             actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))

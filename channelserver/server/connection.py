@@ -164,6 +164,7 @@ class ConnectionProtocol(asyncio.Protocol):
             extensions=self._http_extensions,
             max_headers=config.max_headers,
             max_body_size=config.max_body_size,
+            body_read_timeout=config.body_read_timeout,
         )
         if self.state.shutting_down:
             self.machine.closing = True
