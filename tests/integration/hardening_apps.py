@@ -16,9 +16,10 @@ HTTP routes:
   short, ``<token>:disconnect`` with the bytes seen until then;
 - ``/hold`` records ``<token>:started`` and does not read the body until the test posts
   ``<token>:release``; then reads and answers the count like ``/body``;
-- ``/memory`` answers the interpreter's live memory blocks and gc-tracked objects after a
-  collection: a leak of Python objects shows there exactly, without the steps an
-  allocator adds to RSS;
+- ``/memory`` answers, after a full collection, the interpreter's live memory blocks, its
+  gc-tracked objects, what the collection freed, and (when the server runs with
+  ``PYTHONTRACEMALLOC``) the bytes Python has allocated: a leak shows there to the byte,
+  without the steps an allocator adds to RSS;
 - ``/sends`` answers how many ``send()`` calls of ``/ws/flood`` with that token completed,
   and for how long the current one has been waiting (see :func:`sends`).
 
@@ -31,17 +32,20 @@ WebSocket routes (each given a token records ``<token>:connect`` when it starts)
   posts ``<token>:release``; then receives, and after the N-th message sends
   ``{"bytes": ..., "messages": N}`` as text;
 - ``/ws/flood?n=N&size=S`` accepts, sends N binary messages of S bytes (message i starts
-  with i as 4 big-endian bytes), counting the completed ``send()`` calls;
+  with i as 4 big-endian bytes), counting the completed ``send()`` calls; records
+  ``<token>:ended`` with that count when it ends, however it ends;
 - ``/ws/cycle`` accepts and returns when the client leaves: the cheapest full cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import sys
 import time
+import tracemalloc
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -53,6 +57,38 @@ Scope = dict[str, Any]
 
 #: ``/ws/flood`` progress per token: completed sends, and when the pending send began.
 _flood: dict[str, dict[str, Any]] = {}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _malloc_in_use() -> int | None:
+    """Bytes the C allocator has handed out and not had back (glibc ``mallinfo2``: heap
+    chunks in use plus mmapped chunks): every allocation too large for pymalloc, and the
+    C libraries' own (the event loop's, OpenSSL's). None where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def _query(scope: Scope) -> dict[str, str]:
@@ -130,8 +166,17 @@ async def http(scope: Scope, receive: Any, send: Any) -> None:
         await records_app(scope, receive, send, path[len(PREFIX) :])
     elif path == "/memory":
         collected = gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+        malloc = _malloc_in_use()
         await _json(
-            send, {"blocks": sys.getallocatedblocks(), "objects": len(gc.get_objects()), "collected": collected}
+            send,
+            {
+                "blocks": sys.getallocatedblocks(),
+                "objects": len(gc.get_objects()),
+                "collected": collected,
+                "traced": traced,
+                "malloc": malloc,
+            },
         )
     elif path == "/ok":
         await _respond(send, b"ok")
@@ -207,13 +252,16 @@ async def websocket(scope: Scope, receive: Any, send: Any) -> None:
         count, size = int(query.get("n", "1")), int(query.get("size", "16"))
         state = _flood[token] = {"completed": 0, "since": None, "done": False}
         padding = b"\0" * max(0, size - 4)
-        for i in range(count):
-            state["since"] = time.monotonic()
-            await send({"type": "websocket.send", "bytes": i.to_bytes(4, "big") + padding})
-            state["completed"] = i + 1
-            state["since"] = None
-        state["done"] = True
-        await _until_disconnect(receive)
+        try:
+            for i in range(count):
+                state["since"] = time.monotonic()
+                await send({"type": "websocket.send", "bytes": i.to_bytes(4, "big") + padding})
+                state["completed"] = i + 1
+                state["since"] = None
+            state["done"] = True
+            await _until_disconnect(receive)
+        finally:
+            record(f"{token}:ended", {"completed": state["completed"]})
     else:
         await send({"type": "websocket.close", "code": 4404})
 

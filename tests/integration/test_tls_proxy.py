@@ -572,3 +572,24 @@ def test_forwarded_allow_ips_takes_networks() -> None:
     ) as proc:
         scope, _ = scope_with(proc, [("X-Forwarded-For", "203.0.113.50"), ("X-Forwarded-Proto", "https")])
     assert (scope["client"], scope["scheme"]) == (["203.0.113.50", 0], "https")
+
+
+@pytest.mark.parametrize("allow", ["path", "*"])
+def test_proxy_on_a_unix_socket_is_trusted_when_listed(tmp_path: Path, allow: str) -> None:
+    """Behind a proxy on a Unix socket the peer has no address; listing the socket path in
+    ``--forwarded-allow-ips`` (the literal form the setting takes, next to addresses and
+    networks) trusts it, as ``*`` does."""
+    path = str(tmp_path / "cs.sock")
+    proc = channelserver(
+        APP,
+        *("--uds", path, "--proxy-headers", "--forwarded-allow-ips", path if allow == "path" else "*"),
+        "--no-access-log",
+        env=server_env(),
+        wait_for_port=False,
+    )
+    with proc:
+        proc.wait_for(re.compile(rb"Listening on unix:"), 30)
+        with RawConnection(uds=path) as conn:
+            conn.request("GET", "/scope", [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")])
+            scope = conn.read_response().json()
+    assert (scope["client"], scope["scheme"]) == (["203.0.113.7", 0], "https")
