@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv system-deps lint typecheck importlint pytest bench docs clean
+.PHONY: run test venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: venv
 
 system-deps:
 	bash scripts/system-deps.sh
+
+# The Autobahn|Testsuite fuzzing client runs on Python 2.7 only: its own virtualenv.
+autobahn:
+	bash tests/autobahn/install.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -43,12 +47,15 @@ docs: venv
 pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: venv system-deps lint typecheck importlint
+test: venv system-deps autobahn lint typecheck importlint
 	$(PY) -m channelserver.docgen --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/run.py
 
+bench-quick: venv
+	$(PY) bench/run.py --quick
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .venv-autobahn build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output

@@ -32,7 +32,10 @@ class Write:
 
 @dataclass(slots=True)
 class CloseTransport:
-    """Close the socket once everything written has been flushed."""
+    """Close the socket once everything written has been flushed; with ``abort``, at
+    once, dropping what is unsent (for a peer that stopped reading)."""
+
+    abort: bool = False
 
 
 @dataclass(slots=True)

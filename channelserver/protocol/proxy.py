@@ -82,7 +82,13 @@ def _split_host_port(node: str) -> tuple[str, int | None]:
 
 def apply_proxy_headers(scope: dict[str, Any], trusted: TrustedProxies) -> None:
     client = scope.get("client")
-    peer = client[0] if client else None
+    server = scope.get("server")
+    if client:
+        peer = client[0]
+    elif server and server[1] is None:
+        peer = server[0]  # a unix socket: the socket's path stands for the peer
+    else:
+        peer = None
     if peer not in trusted:
         return
     headers = scope["headers"]

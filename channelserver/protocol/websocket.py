@@ -342,12 +342,13 @@ class WebSocketConnection:
                 self.cycle.state = State.CLOSING
                 actions.extend(self._close(1011, "keepalive ping timeout"))
             self._peer_gone(actions, 1011, "keepalive ping timeout")
-            actions.extend(self._drop())
+            # a peer that does not answer may not read either: do not wait to flush to it
+            actions.extend(self._drop(abort=True))
             return actions
         if name == CLOSE:
             actions = []
             self._peer_gone(actions, self.close_code or ABNORMAL, self.close_reason)
-            actions.extend(self._drop())
+            actions.extend(self._drop(abort=True))
             return actions
         return []
 
@@ -508,11 +509,17 @@ class WebSocketConnection:
             cycle.state = State.CLOSED
         actions.append(Deliver(cycle, {"type": "websocket.disconnect", "code": code, "reason": reason}))
 
-    def _drop(self) -> list[Action]:
+    def _drop(self, abort: bool = False) -> list[Action]:
         if self.closed:
             return []
         self.closed = True
-        return [CancelTimer(HANDSHAKE), CancelTimer(PING), CancelTimer(PONG), CancelTimer(CLOSE), CloseTransport()]
+        return [
+            CancelTimer(HANDSHAKE),
+            CancelTimer(PING),
+            CancelTimer(PONG),
+            CancelTimer(CLOSE),
+            CloseTransport(abort=abort),
+        ]
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws

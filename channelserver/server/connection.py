@@ -39,6 +39,10 @@ access_log = logging.getLogger("channelserver.access")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
+def _nothing() -> None:
+    pass
+
+
 class RateLimit:
     """At most ``most`` lines per ``per`` seconds; the count of those held back is told
     with the next line let through. Keeps a flood of bad clients from flooding the log."""
@@ -92,6 +96,9 @@ class ServerState:
         self._date_second = -1
         self._head_bytes = b""
         self._server_header = b"server: channelserver\r\n" if config.server_header else b""
+
+    def http_extensions_for_request(self) -> dict[str, Any]:
+        return dict(self.http_extensions)
 
     def default_headers(self) -> bytes:
         """The server's own response header lines, serialized (date cached per second)."""
@@ -148,7 +155,10 @@ class ConnectionProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
-        self.server = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) and len(sock) >= 2 else None
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            self.server = (str(sock[0]), int(sock[1]))
+        elif isinstance(sock, str) and sock:
+            self.server = (sock, None)  # type: ignore[assignment]  # ASGI: [path, None] on a unix socket
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         config = self.state.config
@@ -161,7 +171,7 @@ class ConnectionProtocol(asyncio.Protocol):
             keep_alive_timeout=config.keep_alive_timeout,
             max_incomplete_event_size=config.h11_max_incomplete_event_size,
             default_headers=self.state.default_headers,
-            extensions=self._http_extensions,
+            extensions=self.state.http_extensions_for_request,
             max_headers=config.max_headers,
             max_body_size=config.max_body_size,
             body_read_timeout=config.body_read_timeout,
@@ -173,9 +183,6 @@ class ConnectionProtocol(asyncio.Protocol):
             self.run(self.machine.refuse_connection(503, f"more than {limit} open connections"))
             return
         self.run(self.machine.start())
-
-    def _http_extensions(self) -> dict[str, Any]:
-        return dict(self.state.http_extensions)
 
     def data_received(self, data: bytes) -> None:
         self.run(self.machine.receive_data(data))
@@ -193,6 +200,8 @@ class ConnectionProtocol(asyncio.Protocol):
         for instance in list(self.instances):
             instance.connection_gone()
         self._release_drain_waiters()
+        if self.ws_drain is not None:
+            self.ws_drain.on_idle = _nothing  # the drain no longer refers back to us
         self.state.connection_closed(self)
 
     def pause_writing(self) -> None:
@@ -259,8 +268,11 @@ class ConnectionProtocol(asyncio.Protocol):
             elif kind is CancelTimer:
                 self.deadlines.pop(action.name, None)
             elif kind is CloseTransport:
-                if self.transport is not None and not self.transport.is_closing():
-                    self.transport.close()
+                if self.transport is not None:
+                    if action.abort:
+                        self.transport.abort()
+                    elif not self.transport.is_closing():
+                        self.transport.close()
             elif kind is Log:
                 self._log(action)
             elif kind is Upgrade:
@@ -283,6 +295,7 @@ class ConnectionProtocol(asyncio.Protocol):
 
     def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
         self.run(instance.machine.app_returned(instance.cycle, exc))
+        instance.cycle.handle = None  # break the cycle <-> instance reference loop
         self.instances.discard(instance)
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
