@@ -263,7 +263,7 @@ def test_without_the_extension_it_is_strawberrys_consumer(events: Events) -> Non
 # hundred kB of zlib state, and glibc's heap keeps what 100 concurrent contexts needed long
 # after they are freed (tracemalloc and the gc census stay flat, malloc_trim gives little
 # back; uvicorn shows the same curve). RSS then measures the allocator, not a leak. The
-# task and descriptor gauges are exact with or without it; see docs/shutdown.md.
+# task and descriptor gauges are exact with or without it; see docs/lifecycle.md.
 NO_DEFLATE = {"compression": None}
 
 
