@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import h11
 
@@ -52,20 +52,33 @@ _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
 
 
-def _headers_and_upgrade(request: h11.Request) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """The ASGI header list (lowercased names) and whether this is a WebSocket upgrade."""
+class Head(NamedTuple):
+    """What one pass over a request's headers tells."""
+
+    headers: list[tuple[bytes, bytes]]  #: the ASGI header list, names lowercased
+    websocket: bool  #: an upgrade to WebSocket
+    size: int  #: bytes of the head, as sent
+    content_length: bytes | None
+    chunked: bool
+
+
+def _read_head(request: h11.Request) -> Head:
     full = getattr(request.headers, "_full_items", None)
-    if full is not None:
-        headers = [(name, value) for _, name, value in full]
-    else:  # pragma: no cover - h11 without the attribute
-        headers = list(request.headers)
-    upgrade = connection = False
-    for name, value in headers:
-        if name == b"upgrade":
+    items = [(name, value) for _, name, value in full] if full is not None else list(request.headers)
+    size = len(request.method) + len(request.target) + 12
+    upgrade = connection = chunked = False
+    content_length: bytes | None = None
+    for name, value in items:
+        size += len(name) + len(value) + 4
+        if name == b"content-length":
+            content_length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"upgrade":
             upgrade = value.lower() == b"websocket"
         elif name == b"connection":
             connection = b"upgrade" in value.lower()
-    return headers, upgrade and connection
+    return Head(items, upgrade and connection, size, content_length, chunked)
 
 
 def plain_response(status: int, text: str, *, close: bool = True) -> h11.Response:
@@ -364,13 +377,14 @@ class HTTPConnection:
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
-                headers, is_upgrade = _headers_and_upgrade(request)
-                refusal = self._refuse_request(request, headers)
+                head = _read_head(request)
+                headers = head.headers
+                refusal = self._refuse_request(request, head)
                 if refusal is not None:
                     return self._refuse(*refusal, actions)
                 self.body_received = 0
                 self.requests_started += 1
-                if is_upgrade and request.method == b"GET":
+                if head.websocket and request.method == b"GET":
                     actions.append(CancelTimer(KEEP_ALIVE))
                     return self._upgrade(request, actions)
                 cycle = HTTPCycle(request.method, request.target, self.client_text)
@@ -402,29 +416,21 @@ class HTTPConnection:
             actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))
         return actions
 
-    def _refuse_request(self, request: h11.Request, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def _refuse_request(self, request: h11.Request, head: Head) -> tuple[int, str] | None:
         """A reason to answer before the app sees the request: (status, why)."""
         if request.http_version not in (b"1.1", b"1.0"):
             return 505, f"HTTP/{request.http_version.decode('ascii', 'replace')} is not served; use HTTP/1.1"
-        if len(headers) > self.max_headers:
-            return 431, f"{len(headers)} header fields, more than the {self.max_headers} accepted"
+        if len(head.headers) > self.max_headers:
+            return 431, f"{len(head.headers)} header fields, more than the {self.max_headers} accepted"
         # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
-        size = len(request.method) + len(request.target) + 12
-        content_length: bytes | None = None
-        chunked = False
-        for name, value in headers:
-            size += len(name) + len(value) + 4
-            if name == b"content-length":
-                content_length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if size > self.max_incomplete_event_size:
-            return 431, f"request head of {size} bytes, more than the {self.max_incomplete_event_size} accepted"
-        if chunked and content_length is not None:
+        if head.size > self.max_incomplete_event_size:
+            return 431, f"request head of {head.size} bytes, more than the {self.max_incomplete_event_size} accepted"
+        if head.chunked and head.content_length is not None:
             # RFC 9112 section 6.1: a request smuggling vector; refuse it rather than guess.
             return 400, "both Content-Length and Transfer-Encoding"
-        if content_length is not None and self.max_body_size is not None and int(content_length) > self.max_body_size:
-            return 413, f"content-length {int(content_length)} is over the {self.max_body_size} bytes accepted"
+        length = head.content_length
+        if length is not None and self.max_body_size is not None and int(length) > self.max_body_size:
+            return 413, f"content-length {int(length)} is over the {self.max_body_size} bytes accepted"
         return None
 
     def _refuse(self, status: int, why: str, actions: list[Action]) -> list[Action]:

@@ -49,6 +49,12 @@ def bad_field(message_type: str, key: str, expected: str, value: object, where: 
 
 def check_headers(message_type: str, headers: object, where: str) -> list[tuple[bytes, bytes]]:
     """ASGI headers: an iterable of [name, value] byte-string pairs."""
+    if type(headers) is list:  # the common case, checked without copying
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not bytes or type(item[1]) is not bytes:
+                break
+        else:
+            return headers
     result: list[tuple[bytes, bytes]] = []
     try:
         items = list(headers)  # type: ignore[call-overload]
