@@ -146,7 +146,7 @@ class AppInstance:
         elif message.get("type") == "http.response.start":
             # The head is held back to go out with the first body part; if the app waits
             # for something else first, it goes out on the next loop turn.
-            self.conn.loop.call_soon(self.flush_head)
+            self.conn.state.flush_head_soon(self)
             if self.started:
                 self.status = message.get("status")
         if self.conn.write_paused:

@@ -93,9 +93,22 @@ class ServerState:
         self.drain_started = asyncio.Event()
         self.http_extensions = {"channelserver.drain": {"started": self.drain_started}}
         self.on_request: Any = None
+        self.heads_to_flush: list[AppInstance] = []
         self._date_second = -1
         self._head_bytes = b""
         self._server_header = b"server: channelserver\r\n" if config.server_header else b""
+
+    def flush_head_soon(self, instance: AppInstance) -> None:
+        """Flush ``instance``'s held-back response head on the next loop turn unless a body
+        part took it first; one callback per loop turn serves every connection."""
+        if not self.heads_to_flush:
+            self.loop.call_soon(self._flush_heads)
+        self.heads_to_flush.append(instance)
+
+    def _flush_heads(self) -> None:
+        instances, self.heads_to_flush = self.heads_to_flush, []
+        for instance in instances:
+            instance.flush_head()
 
     def http_extensions_for_request(self) -> dict[str, Any]:
         return dict(self.http_extensions)
