@@ -84,6 +84,15 @@ SERVERS: dict[str, Callable[..., ServerProcess]] = {
     "daphne": daphne,
 }
 
+#: Flags each server gets: the same 16 MiB message limit for all three (channelserver's and
+#: uvicorn's default; Daphne's default is 1 MiB, which the 4-16 MiB messages of cases 9.1.4
+#: and on exceed), so the table compares protocol handling, not limits.
+SERVER_FLAGS: dict[str, tuple[str, ...]] = {
+    "channelserver": (),
+    "uvicorn": ("--ws-max-size", "16777216"),
+    "daphne": ("--websocket-max-message-size", "16777216", "--websocket-max-frame-size", "16777216"),
+}
+
 #: Column order of the table.
 BEHAVIOURS = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED", "WRONG CODE", "UNCLEAN", "MISSING")
 
@@ -192,39 +201,54 @@ def _wstest_env() -> dict[str, str]:
 
 def run_fuzzingclient(
     wstest: Path,
+    server: ServerProcess,
     agent: str,
-    url: str,
     outdir: Path,
     cases: Sequence[str],
     exclude: Sequence[str] = (),
     timeout: float = 3600.0,
 ) -> tuple[int, str]:
-    """Run ``wstest -m fuzzingclient`` once against ``url``; its log goes to outdir/wstest.log.
+    """Run ``wstest -m fuzzingclient`` once against ``server``; its log goes to outdir/wstest.log.
 
-    Returns how many cases wstest planned to run and the line it stopped on if it could not
-    connect (wstest ends the run at the first connection that fails at the TCP level)."""
+    While wstest runs, the server's output is read as it comes: a server whose log pipe
+    is left unread blocks in its next write to stderr once the pipe's 64 KiB are full,
+    and from then on answers nothing (an access-log line per case fills it in about 500
+    cases). Returns how many cases wstest planned to run and the line it stopped on if it
+    could not connect (wstest ends the run at the first connection that fails at the TCP
+    level)."""
     outdir.mkdir(parents=True, exist_ok=True)
     spec = {
         "outdir": str(outdir),
-        "servers": [{"agent": agent, "url": url}],
+        "servers": [{"agent": agent, "url": server.ws_url}],
         "cases": list(cases),
         "exclude-cases": list(exclude),
         "exclude-agent-cases": {},
     }
     spec_path = outdir / "fuzzingclient.json"
     spec_path.write_text(json.dumps(spec, indent=2))
-    env = _wstest_env()
+    deadline = time.monotonic() + timeout
     with open(outdir / "wstest.log", "wb") as log:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [str(wstest), "--mode", "fuzzingclient", "--spec", str(spec_path)],
             cwd=outdir,
-            env=env,
+            env=_wstest_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
         )
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"wstest still running after {timeout:.0f}s against {agent}")
+                if server.proc.poll() is None:
+                    server.drain_output(0.5)  # reads the server's log while waiting half a second
+                else:  # the server is gone (reported by the caller); wait for wstest alone
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(0.5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     log_text = (outdir / "wstest.log").read_text(errors="replace")
     if proc.returncode != 0 or not (outdir / "index.json").exists():
         raise RuntimeError(f"wstest exited with {proc.returncode} and no report for {agent}:\n{log_text[-3000:]}")
@@ -248,9 +272,9 @@ def run_server(
     wstest = wstest or find_wstest()
     outdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with SERVERS[name](APP, *flags) as server:
+    with SERVERS[name](APP, *SERVER_FLAGS[name], *flags) as server:
         try:
-            planned, connect_failure = run_fuzzingclient(wstest, name, server.ws_url, outdir, cases, exclude, timeout)
+            planned, connect_failure = run_fuzzingclient(wstest, server, name, outdir, cases, exclude, timeout)
             exited = server.proc.poll()
         finally:
             try:
