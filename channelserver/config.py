@@ -144,8 +144,9 @@ class Config:
 
     # -- WebSocket -------------------------------------------------------------------
     ws_max_size: int = option(
-        16 * 1024 * 1024,
-        "Largest WebSocket message accepted; larger closes with 1009.",
+        1024 * 1024,
+        "Largest WebSocket message accepted; larger closes with 1009. GraphQL and Channels "
+        "messages are far smaller; raise it for file transfer.",
         unit="bytes",
         group="websocket",
     )

@@ -99,7 +99,7 @@ class WebSocketConnection:
         scheme: str = "http",
         root_path: str = "",
         state: dict[str, Any] | None = None,
-        max_size: int = 16 * 1024 * 1024,
+        max_size: int = 1024 * 1024,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float = 5.0,
