@@ -84,11 +84,11 @@ SERVERS: dict[str, Callable[..., ServerProcess]] = {
     "daphne": daphne,
 }
 
-#: Flags each server gets: the same 16 MiB message limit for all three (channelserver's and
-#: uvicorn's default; Daphne's default is 1 MiB, which the 4-16 MiB messages of cases 9.1.4
+#: Flags each server gets: the same 16 MiB message limit for all three (uvicorn's default;
+#: channelserver's and Daphne's default is 1 MiB, which the 4-16 MiB messages of cases 9.1.4
 #: and on exceed), so the table compares protocol handling, not limits.
 SERVER_FLAGS: dict[str, tuple[str, ...]] = {
-    "channelserver": (),
+    "channelserver": ("--ws-max-size", "16777216"),
     "uvicorn": ("--ws-max-size", "16777216"),
     "daphne": ("--websocket-max-message-size", "16777216", "--websocket-max-frame-size", "16777216"),
 }
