@@ -41,27 +41,15 @@ class HTTPCycle:
     """State of one request/response exchange. ``handle`` is the I/O layer's own slot
     (its app instance); the machine never reads it."""
 
-    __slots__ = (
-        "body_sent",
-        "handle",
-        "head_only",
-        "method",
-        "pending_start",
-        "state",
-        "target",
-        "where",
-    )
+    __slots__ = ("handle", "head_only", "pending_start", "state", "where")
 
     def __init__(self, method: bytes, target: bytes, client: str) -> None:
         self.state = State.REQUEST
-        self.method = method
-        self.target = target
         self.head_only = method == b"HEAD"
         self.where = f"{method.decode('ascii', 'replace')} {target.decode('ascii', 'replace')} from {client}"
         #: (status, headers) of an http.response.start not yet written: it goes out with
         #: the first body part, so a whole response is one write and gets a content-length.
         self.pending_start: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        self.body_sent = 0
         self.handle: Any = None
 
     def on_app_message(self, message: Any) -> tuple[str, Any]:

@@ -73,8 +73,6 @@ class Log:
 
     level: str
     message: str
-    #: "error" for the error log, "access" for the access log.
-    logger: str = "error"
     #: The exception whose traceback belongs with the line, if any.
     exc: BaseException | None = None
 

@@ -81,10 +81,13 @@ def _read_head(request: h11.Request) -> Head:
     return Head(items, upgrade and connection, size, content_length, chunked)
 
 
-def plain_response(status: int, text: str, *, close: bool = True) -> h11.Response:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text.encode()))]
-    if close:
-        headers.append((b"connection", b"close"))
+def plain_response(status: int, text: str) -> h11.Response:
+    """A short text answer from the server itself; the connection closes after it."""
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(text.encode())),
+        (b"connection", b"close"),
+    ]
     return h11.Response(status_code=status, headers=headers, reason=_PHRASES.get(status, "").encode())
 
 
@@ -191,7 +194,6 @@ class HTTPConnection:
                 raise ASGIProtocolError(f"http.response.body: {exc} ({cycle.where})") from None
             if data:
                 out.append(data)
-            cycle.body_sent += len(body)
         actions: list[Action] = []
         if not more:
             try:
@@ -279,10 +281,6 @@ class HTTPConnection:
                 return self._close()
             return [SetTimer(KEEP_ALIVE, min(self.keep_alive_timeout, 1.0))]
         return []
-
-    @property
-    def idle(self) -> bool:
-        return self.cycle is None
 
     # -- internals -----------------------------------------------------------------------
     def _close(self) -> list[Action]:

@@ -143,7 +143,6 @@ class WebSocketConnection:
         self.disconnect_code: int | None = None
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
-        self.extensions_offered: list[Extension] = []
         self.plain_frames = False
         self.handshake_timeout = handshake_timeout
         self._pending_denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
@@ -376,11 +375,6 @@ class WebSocketConnection:
         return []
 
     @property
-    def idle(self) -> bool:
-        """Nothing in flight that a drain should wait for."""
-        return False
-
-    @property
     def accepted(self) -> bool:
         return self.ws is not None
 
@@ -399,7 +393,6 @@ class WebSocketConnection:
 
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
-        self.extensions_offered = extensions
         data = self.handshake.send(
             AcceptConnection(
                 subprotocol=subprotocol,

@@ -96,10 +96,6 @@ class AppInstance:
         else:
             self.task = self.conn.loop.create_task(coro)
 
-    @property
-    def done(self) -> bool:
-        return self.finished
-
     # -- the application's view ------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
         queue = self.queue
@@ -129,7 +125,7 @@ class AppInstance:
             and self.queued_bytes < conn.state.read_low_water
             and len(queue) < conn.state.queue_high_water
         ):
-            conn.resume_reading_for(self)
+            conn.resume_input()
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -169,7 +165,7 @@ class AppInstance:
             self.queued_bytes += len(data)
         state = self.conn.state
         if self.queued_bytes > state.read_high_water or len(self.queue) > state.queue_high_water:
-            self.conn.pause_reading_for(self)
+            self.conn.pause_input()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -96,7 +96,7 @@ class ServerState:
         self.heads_to_flush: list[AppInstance] = []
         self._date_second = -1
         self._head_bytes = b""
-        self._server_header = b"server: channelserver\r\n" if config.server_header else b""
+        self._header_pairs: list[tuple[bytes, bytes]] = []
 
     def flush_head_soon(self, instance: AppInstance) -> None:
         """Flush ``instance``'s held-back response head on the next loop turn unless a body
@@ -113,19 +113,28 @@ class ServerState:
     def http_extensions_for_request(self) -> dict[str, Any]:
         return dict(self.http_extensions)
 
-    def default_headers(self) -> bytes:
-        """The server's own response header lines, serialized (date cached per second)."""
-        if not self.config.date_header:
-            return self._server_header
+    def _refresh_headers(self) -> None:
+        """The server's own response headers (server, date), as pairs and serialized; the
+        date is computed once per second."""
         now = int(time.time())
-        if now != self._date_second:
-            self._date_second = now
-            self._head_bytes = self._server_header + b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        if now == self._date_second:
+            return
+        self._date_second = now
+        pairs = [(b"server", b"channelserver")] if self.config.server_header else []
+        if self.config.date_header:
+            pairs.append((b"date", formatdate(now, usegmt=True).encode()))
+        self._header_pairs = pairs
+        self._head_bytes = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
+
+    def default_headers(self) -> bytes:
+        """Serialized, for the HTTP machine to splice into a response head."""
+        self._refresh_headers()
         return self._head_bytes
 
     def default_header_list(self) -> list[tuple[bytes, bytes]]:
-        lines = self.default_headers().split(b"\r\n")
-        return [tuple(line.split(b": ", 1)) for line in lines if line]  # type: ignore[misc]
+        """As pairs, for wsproto's handshake responses."""
+        self._refresh_headers()
+        return self._header_pairs
 
     def connection_closed(self, conn: ConnectionProtocol) -> None:
         self.connections.discard(conn)
@@ -154,7 +163,6 @@ class ConnectionProtocol(asyncio.Protocol):
         self.lost = False
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
-        self.ws_started: float | None = None
         self.ws_drain: ConnectionDrain | None = None
         #: Nesting of run(): app instances start after the actions of the outermost run,
         #: eagerly (see eager.py) unless run() was entered from inside an app.
@@ -238,12 +246,12 @@ class ConnectionProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def pause_reading_for(self, instance: AppInstance) -> None:
+    def pause_input(self) -> None:
         if not self.reading_paused and not self.lost and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
 
-    def resume_reading_for(self, instance: AppInstance) -> None:
+    def resume_input(self) -> None:
         if self.reading_paused and not self.lost and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -334,7 +342,6 @@ class ConnectionProtocol(asyncio.Protocol):
             extensions={"channelserver.drain": drain.extension()},
             handshake_timeout=config.ws_handshake_timeout,
         )
-        self.ws_started = time.monotonic()
         self.run(self.machine.start())
         if self.state.shutting_down:
             self.run(self.machine.shutdown())
@@ -364,16 +371,15 @@ class ConnectionProtocol(asyncio.Protocol):
 
     # -- logging ---------------------------------------------------------------------------
     def _log(self, action: Log) -> None:
-        logger = access_log if action.logger == "access" else error_log
         level = _LEVELS.get(action.level, 30)
-        if level == 30 and action.logger == "error":
+        if level == 30:
             # warnings from the machines are about what peers sent: rate-limited
             allowed, held = self.state.warnings.allow()
             if not allowed:
                 return
             if held:
-                logger.warning("(%d similar warnings were not logged)", held)
-        logger.log(level, "%s", action.message, exc_info=action.exc)
+                error_log.warning("(%d similar warnings were not logged)", held)
+        error_log.log(level, "%s", action.message, exc_info=action.exc)
 
     def _access(self, instance: AppInstance) -> None:
         scope = instance.scope

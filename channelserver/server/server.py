@@ -129,7 +129,8 @@ class Server:
         #: Set once every socket is listening.
         self.started = asyncio.Event()
         self.lifespan: Lifespan | None = None
-        self.signals_seen = 0
+        #: Set by a second SIGINT: every wait of the shutdown ends at once.
+        self._force_event: asyncio.Event | None = None
 
     # -- running -----------------------------------------------------------------------
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -157,7 +158,6 @@ class Server:
 
     def handle_exit(self, sig: int | None = None) -> None:
         """Signal handler: record only."""
-        self.signals_seen += 1
         if self.should_exit is None:
             return
         if self.should_exit.is_set() and sig == signal.SIGINT:
@@ -165,8 +165,6 @@ class Server:
         self.should_exit.set()
         if self.force_exit and self._force_event is not None:
             self._force_event.set()
-
-    _force_event: asyncio.Event | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -269,14 +267,14 @@ def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator
                 loop.remove_signal_handler(sig)
 
 
-def run(config: Config, app: ASGIApp, sockets: list[socket.socket] | None = None, **serve_kwargs: Any) -> int:
+def run(config: Config, app: ASGIApp, sockets: list[socket.socket] | None = None) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; return the process exit code."""
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     server = Server(config, app)
     try:
         with capture_signals(server, loop):
-            loop.run_until_complete(server.serve(sockets, **serve_kwargs))
+            loop.run_until_complete(server.serve(sockets))
     except StartupError as exc:
         log.error("%s", exc)
         return 3
