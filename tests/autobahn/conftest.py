@@ -7,17 +7,11 @@ so the conformance figures are in every CI log.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.autobahn.run import Result, format_failures, format_table  # noqa: E402
+from tests.autobahn.run import Result, format_failures, format_table
 
 RESULTS_KEY = pytest.StashKey[list[Result]]()
 

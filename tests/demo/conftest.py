@@ -25,11 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parent.parent.parent)
-if _ROOT not in sys.path:  # ``tests.servers`` and ``demo_project`` are imported from the repository root
-    sys.path.insert(0, _ROOT)
-
-from tests.servers import ROOT, ServerProcess, channelserver, daphne  # noqa: E402
+from tests.servers import ROOT, ServerProcess, channelserver, daphne
 
 APP = "demo_project.asgi:application"
 SERVER_KINDS = ("channelserver", "daphne")

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import ERROR_LINE, TEXT, LogWindow, RawConnection, records, token  # noqa: E402
-from tests.servers import ServerProcess, channelserver  # noqa: E402
+from tests.apps.wire import ERROR_LINE, TEXT, LogWindow, RawConnection, records, token
+from tests.servers import ServerProcess, channelserver
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
 
 from tests.apps.wire import RawConnection  # noqa: E402
 from tests.servers import PYTHON, ServerProcess, channelserver  # noqa: E402

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import LogWindow, RawConnection, records, token  # noqa: E402
-from tests.servers import ServerProcess, channelserver  # noqa: E402
+from tests.apps.wire import LogWindow, RawConnection, records, token
+from tests.servers import ServerProcess, channelserver
 
 
 @pytest.fixture(scope="module")

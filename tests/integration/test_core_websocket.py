@@ -10,22 +10,16 @@ peer that never answers pings).
 from __future__ import annotations
 
 import re
-import sys
 import time
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import (  # noqa: E402
+from tests.apps.wire import (
     CLOSE,
     PING,
     PONG,
@@ -38,7 +32,7 @@ from tests.apps.wire import (  # noqa: E402
     tell,
     token,
 )
-from tests.servers import ServerProcess, channelserver  # noqa: E402
+from tests.servers import ServerProcess, channelserver
 
 
 @pytest.fixture(scope="module")

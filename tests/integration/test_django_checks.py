@@ -7,16 +7,11 @@ with its id, its message naming the culprit, and its hint; the demo project is c
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent.parent) not in sys.path:  # ``tests.*`` is imported from the repository root
-    sys.path.insert(0, str(HERE.parent.parent))
-
-from tests.django_projects.harness import CHECKS, ROOT, manage, project_env  # noqa: E402
+from tests.django_projects.harness import CHECKS, ROOT, manage, project_env
 
 CLEAN = "System check identified no issues (0 silenced)."
 

@@ -23,12 +23,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent.parent) not in sys.path:  # ``tests.*`` is imported from the repository root
-    sys.path.insert(0, str(HERE.parent.parent))
-
-from channelserver.config import options  # noqa: E402
-from tests.django_projects.harness import (  # noqa: E402
+from channelserver.config import options
+from tests.django_projects.harness import (
     BASIC,
     ROOT,
     fresh_venv,
@@ -36,7 +32,7 @@ from tests.django_projects.harness import (  # noqa: E402
     project_env,
     subprocess_env,
 )
-from tests.servers import ServerProcess  # noqa: E402
+from tests.servers import ServerProcess
 
 BANNER_END = re.compile(rb"Quit the server with CONTROL-C\.")
 #: runserver's time stamp, then the server's access line.

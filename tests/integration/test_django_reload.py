@@ -20,12 +20,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent.parent) not in sys.path:  # ``tests.*`` is imported from the repository root
-    sys.path.insert(0, str(HERE.parent.parent))
-
-from tests.django_projects.harness import BASIC, ROOT, copy_project, project_env  # noqa: E402
-from tests.servers import ServerProcess  # noqa: E402
+from tests.django_projects.harness import BASIC, ROOT, copy_project, project_env
+from tests.servers import ServerProcess
 
 #: Start the command as the leader of its own process group, as a shell does, so the
 #: test can send SIGINT to the group the way a terminal's Ctrl+C does.

@@ -11,14 +11,9 @@ runner, on channelserver.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent.parent) not in sys.path:  # ``tests.*`` is imported from the repository root
-    sys.path.insert(0, str(HERE.parent.parent))
-
-from tests.django_projects.harness import (  # noqa: E402
+from tests.django_projects.harness import (
     BASIC,
     PROJECT_DISTRIBUTIONS,
     fresh_venv,

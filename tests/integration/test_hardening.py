@@ -27,24 +27,18 @@ import selectors
 import socket
 import statistics
 import struct
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` and ``bench`` are imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from bench.hardening import HALF_OPEN_WS_HEAD, SLOWLORIS_HEAD, NormalClient, attack, one_request, server_env  # noqa: E402
-from channelserver.config import options  # noqa: E402
-from tests.apps.wire import ERROR_LINE, LogWindow, RawConnection, records, tell, token  # noqa: E402
-from tests.servers import ServerProcess, channelserver  # noqa: E402
+from bench.hardening import HALF_OPEN_WS_HEAD, SLOWLORIS_HEAD, NormalClient, attack, one_request, server_env
+from channelserver.config import options
+from tests.apps.wire import ERROR_LINE, LogWindow, RawConnection, records, tell, token
+from tests.servers import ServerProcess, channelserver
 
 APP = "hardening_apps:app"
 MiB = 1024 * 1024

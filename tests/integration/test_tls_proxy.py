@@ -25,7 +25,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` and ``bench`` are imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from bench.hardening import server_env  # noqa: E402
-from tests.apps.wire import ERROR_LINE, RawConnection  # noqa: E402
-from tests.servers import ServerProcess, channelserver  # noqa: E402
+from bench.hardening import server_env
+from tests.apps.wire import ERROR_LINE, RawConnection
+from tests.servers import ServerProcess, channelserver
 
 APP = "hardening_apps:app"
 PASSWORD = "correct horse battery staple"

@@ -22,7 +22,6 @@ import re
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -36,8 +35,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent.parent) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(HERE.parent.parent))
 
 from tests.servers import PYTHON, ROOT, ServerProcess, channelserver  # noqa: E402
 

@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.parity.differences import DIFFERENCES  # noqa: E402
-from tests.servers import ServerProcess, channelserver, daphne  # noqa: E402
+from tests.parity.differences import DIFFERENCES
+from tests.servers import ServerProcess, channelserver, daphne
 
 SERVERS = ["channelserver", "daphne"]
 

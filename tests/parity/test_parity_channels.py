@@ -7,18 +7,12 @@ the scenarios are the ones where a server's choices decide whether a consumer's 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import ERROR_LINE, TEXT, LogWindow, RawConnection, records, token  # noqa: E402
+from tests.apps.wire import ERROR_LINE, TEXT, LogWindow, RawConnection, records, token
 
 pytestmark = pytest.mark.parity
 

@@ -6,17 +6,11 @@ Expected differences are in ``differences.py``; everything else must match.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import RawConnection, records, token  # noqa: E402
+from tests.apps.wire import RawConnection, records, token
 
 pytestmark = pytest.mark.parity
 

@@ -7,20 +7,14 @@ client is the point, raw frames where the bytes are. Expected differences are in
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from websockets.sync.client import connect
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # ``tests.servers`` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from tests.apps.wire import (  # noqa: E402
+from tests.apps.wire import (
     CLOSE,
     PING,
     PONG,
