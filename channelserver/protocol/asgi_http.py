@@ -24,6 +24,10 @@ __all__ = ["TRANSITIONS", "HTTPCycle", "State"]
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity; hashing them by identity keeps the
+    # table lookups in C (Enum's own __hash__ is a Python function).
+    __hash__ = object.__hash__
+
     REQUEST = "REQUEST"
     RESPONSE = "RESPONSE"
     COMPLETE = "COMPLETE"
@@ -41,11 +45,10 @@ class HTTPCycle:
     """State of one request/response exchange. ``handle`` is the I/O layer's own slot
     (its app instance); the machine never reads it."""
 
-    __slots__ = ("handle", "head_only", "pending_start", "state", "where")
+    __slots__ = ("handle", "pending_start", "state", "where")
 
     def __init__(self, method: bytes, target: bytes, client: str) -> None:
         self.state = State.REQUEST
-        self.head_only = method == b"HEAD"
         self.where = f"{method.decode('ascii', 'replace')} {target.decode('ascii', 'replace')} from {client}"
         #: (status, headers) of an http.response.start not yet written: it goes out with
         #: the first body part, so a whole response is one write and gets a content-length.

@@ -37,6 +37,8 @@ __all__ = ["TRANSITIONS", "State", "WebSocketCycle"]
 
 
 class State(enum.Enum):
+    __hash__ = object.__hash__  # identity, as in asgi_http.State
+
     HANDSHAKE = "CONNECTING"
     RESPONSE = "RESPONSE"
     CONNECTED = "CONNECTED"

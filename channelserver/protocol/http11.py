@@ -39,6 +39,7 @@ from .events import (
     Upgrade,
     Write,
 )
+from .response import BodyWriter, ResponseError, write_head
 from .scope import http_scope
 
 __all__ = ["HTTPConnection"]
@@ -60,13 +61,14 @@ class Head(NamedTuple):
     size: int  #: bytes of the head, as sent
     content_length: bytes | None
     chunked: bool
+    close: bool  #: ``connection: close``
 
 
 def _read_head(request: h11.Request) -> Head:
     full = getattr(request.headers, "_full_items", None)
     items = [(name, value) for _, name, value in full] if full is not None else list(request.headers)
     size = len(request.method) + len(request.target) + 12
-    upgrade = connection = chunked = False
+    upgrade = connection = chunked = close = False
     content_length: bytes | None = None
     for name, value in items:
         size += len(name) + len(value) + 4
@@ -77,18 +79,20 @@ def _read_head(request: h11.Request) -> Head:
         elif name == b"upgrade":
             upgrade = value.lower() == b"websocket"
         elif name == b"connection":
-            connection = b"upgrade" in value.lower()
-    return Head(items, upgrade and connection, size, content_length, chunked)
+            tokens = [token.strip() for token in value.lower().split(b",")]
+            connection = connection or b"upgrade" in tokens
+            close = close or b"close" in tokens
+    return Head(items, upgrade and connection, size, content_length, chunked, close)
 
 
-def plain_response(status: int, text: str) -> h11.Response:
+def plain_response(status: int, text: str) -> bytes:
     """A short text answer from the server itself; the connection closes after it."""
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(text.encode())),
-        (b"connection", b"close"),
-    ]
-    return h11.Response(status_code=status, headers=headers, reason=_PHRASES.get(status, "").encode())
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    head, _, _ = write_head(
+        status, _REASONS.get(status, b""), headers, method=b"GET", http10=False, keep_alive=False
+    )
+    return head + body
 
 
 class HTTPConnection:
@@ -130,6 +134,13 @@ class HTTPConnection:
         self.requests_started = 0
         #: The cycle whose request h11 is reading (or whose response is being written).
         self.cycle: HTTPCycle | None = None
+        #: The current request's method, and whether it lets the connection stay open.
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = True
+        #: Frames the current response's body; set once its head is written.
+        self.writer: BodyWriter | None = None
+        self.responding = False
         #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
         self.closing = False
         self.closed = False
@@ -142,19 +153,25 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> list[Action]:
         if self.closed:
             return []
-        if self.h11.their_state is h11.IDLE:
-            # Obsolete line folding (RFC 9112 section 5.2): h11 would unfold it; refuse it.
-            # The last bytes of the head seen so far are kept to find a fold split across reads.
-            probe = self.head_tail + data
-            end = probe.find(b"\r\n\r\n")
-            head = probe if end < 0 else probe[:end]
-            if b"\r\n " in head or b"\r\n\t" in head:
-                return self._bad_request(
-                    h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), []
-                )
-            self.head_tail = probe[-3:] if end < 0 else b""
+        if self.cycle is None and self._folded(data):  # a request head is (or may be) arriving
+            return self._obs_fold([])
         self.h11.receive_data(data)
         return self._next_events([])
+
+    def _folded(self, data: bytes) -> bool:
+        """Obsolete line folding (RFC 9112 section 5.2) in the request head that ``data``
+        starts or goes on with: h11 would unfold it; it is refused instead. The last bytes
+        of a head not yet complete are kept to find a fold split across reads."""
+        probe = self.head_tail + data if self.head_tail else data
+        end = probe.find(b"\r\n\r\n")
+        head = probe if end < 0 else probe[:end]
+        if b"\r\n " in head or b"\r\n\t" in head:
+            return True
+        self.head_tail = probe[-3:] if end < 0 else b""
+        return False
+
+    def _obs_fold(self, actions: list[Action]) -> list[Action]:
+        return self._bad_request(h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), actions)
 
     def eof(self) -> list[Action]:
         """The peer closed its side or the transport was lost."""
@@ -171,7 +188,7 @@ class HTTPConnection:
         pass
 
     def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
-        if cycle is self.cycle and self.h11.they_are_waiting_for_100_continue:
+        if cycle is self.cycle and not self.responding and self.h11.they_are_waiting_for_100_continue:
             return [Write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
         return []
 
@@ -181,32 +198,33 @@ class HTTPConnection:
         if what == "start":
             return []
         body, more = value
-        h11conn = self.h11
         out: list[bytes] = []
         pending = cycle.pending_start
         if pending is not None:
             cycle.pending_start = None
             out.append(self._send_head(cycle, pending, None if more else len(body)))
-        if body and not cycle.head_only:
+        writer = self.writer
+        if body and writer is not None:
             try:
-                data = h11conn.send(h11.Data(data=body))
-            except h11.LocalProtocolError as exc:
+                data = writer.data(body)
+            except ResponseError as exc:
                 raise ASGIProtocolError(f"http.response.body: {exc} ({cycle.where})") from None
             if data:
                 out.append(data)
         actions: list[Action] = []
         if not more:
-            try:
-                end = h11conn.send(h11.EndOfMessage())
-            except h11.LocalProtocolError as exc:
-                cycle.state = State.RESPONSE
-                raise ASGIProtocolError(
-                    f"http.response.body: {exc}: the body is shorter than the content-length "
-                    f"header says ({cycle.where})"
-                ) from None
-            if end:
-                out.append(end)
-            actions.append(Write(b"".join(out)))
+            if writer is not None:
+                try:
+                    end = writer.end()
+                except ResponseError as exc:
+                    cycle.state = State.RESPONSE
+                    raise ASGIProtocolError(
+                        f"http.response.body: {exc}: the body is shorter than the content-length "
+                        f"header says ({cycle.where})"
+                    ) from None
+                if end:
+                    out.append(end)
+            actions.append(Write(b"".join(out) if len(out) != 1 else out[0]))
             actions.append(Deliver(cycle, _DISCONNECT))
             self._response_complete(actions)
         elif out:
@@ -227,7 +245,7 @@ class HTTPConnection:
         if cycle.state is State.REQUEST or (cycle.state is State.RESPONSE and cycle.pending_start is not None):
             cycle.state = State.COMPLETE
             cycle.pending_start = None
-            if cycle is self.cycle and self.h11.our_state is h11.SEND_RESPONSE:
+            if cycle is self.cycle and not self.responding:
                 actions: list[Action] = [Write(self._error_bytes(500, "Internal Server Error\n"))]
                 actions.append(Deliver(cycle, _DISCONNECT))
                 self._response_complete(actions)
@@ -261,7 +279,7 @@ class HTTPConnection:
             cycle = self.cycle
             if cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if self.h11.our_state is h11.SEND_RESPONSE:
+            if not self.responding:
                 actions.append(Write(self._error_bytes(408, f"Request Timeout: {why}\n")))
             self.cycle = None
             actions.extend(self._close())
@@ -296,48 +314,48 @@ class HTTPConnection:
         whole_length: int | None,
     ) -> bytes:
         status, headers = pending
-        if whole_length is not None and status not in (204, 304):
-            for name, _ in headers:
-                lname = name.lower()
-                if lname == b"content-length" or lname == b"transfer-encoding":
-                    break
-            else:
-                headers = [*headers, (b"content-length", b"%d" % whole_length)]
-        if self.closing:
-            headers = [*headers, (b"connection", b"close")]
         try:
-            response = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-            head = self.h11.send(response) or b""
-        except h11.LocalProtocolError as exc:
+            head, self.writer, self.keep_alive = write_head(
+                status,
+                _REASONS.get(status, b""),
+                headers,
+                method=self.method,
+                http10=self.http10,
+                keep_alive=self.keep_alive and not self.closing,
+                server_headers=self.default_headers(),
+                whole_length=whole_length,
+            )
+        except ResponseError as exc:
             cycle.state = State.REQUEST
             raise ASGIProtocolError(f"http.response.start: {exc} ({cycle.where})") from None
-        # The server's own headers (server, date) are known to be valid: they are spliced
-        # in after the status line instead of being validated again by h11 every time.
-        extra = self.default_headers()
-        if extra:
-            line_end = head.index(b"\r\n") + 2
-            head = head[:line_end] + extra + head[line_end:]
+        self.responding = True
         return head
 
     def _response_complete(self, actions: list[Action]) -> None:
-        h11conn = self.h11
+        old = self.h11
         self.cycle = None
-        if h11conn.our_state is h11.DONE and h11conn.their_state is h11.DONE and not self.closing:
-            h11conn.start_next_cycle()
+        self.writer = None
+        self.responding = False
+        if self.keep_alive and old.their_state is h11.DONE and not self.closing:
+            # The next request is read by a fresh h11 connection given the bytes after this
+            # one: h11 parses requests here, the responses are written by write_head.
+            trailing, closed = old.trailing_data
+            self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
             actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
-            self._next_events(actions)
+            if trailing or closed:
+                if trailing and self._folded(bytes(trailing)):  # a pipelined request's head
+                    self._obs_fold(actions)
+                    return
+                new.receive_data(bytes(trailing))
+                if closed:
+                    new.receive_data(b"")
+                self._next_events(actions)
         else:
             actions.extend(self._close())
 
     def _error_bytes(self, status: int, text: str) -> bytes:
-        try:
-            h11conn = self.h11
-            data = h11conn.send(plain_response(status, text)) or b""
-            data += h11conn.send(h11.Data(data=text.encode())) or b""
-            data += h11conn.send(h11.EndOfMessage()) or b""
-            return data
-        except h11.LocalProtocolError:
-            return b""
+        self.responding = True
+        return plain_response(status, text)
 
     def _bad_request(self, exc: h11.RemoteProtocolError, actions: list[Action]) -> list[Action]:
         status = exc.error_status_hint
@@ -346,7 +364,7 @@ class HTTPConnection:
         cycle = self.cycle
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
-        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no response written yet
+        if not self.responding:  # no response written yet
             actions.append(Write(self._error_bytes(status, f"{_PHRASES.get(status, 'Error')}: {reason}\n")))
         self.cycle = None
         actions.extend(self._close())
@@ -371,8 +389,10 @@ class HTTPConnection:
                 cycle = self.cycle
                 if cycle is not None:
                     data = b"".join(body) if len(body) != 1 else bytes(body[0])
-                    body = []
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
+                # Nothing more is read until the response is complete (h11 would say
+                # PAUSED); _response_complete reads on.
+                return actions
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
                 head = _read_head(request)
@@ -382,6 +402,9 @@ class HTTPConnection:
                     return self._refuse(*refusal, actions)
                 self.body_received = 0
                 self.requests_started += 1
+                self.method = request.method
+                self.http10 = http10 = request.http_version == b"1.0"
+                self.keep_alive = not http10 and not head.close
                 if head.websocket and request.method == b"GET":
                     actions.append(CancelTimer(KEEP_ALIVE))
                     return self._upgrade(request, actions)
@@ -448,7 +471,7 @@ class HTTPConnection:
         if cycle is not None:
             if cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if self.h11.our_state is h11.SEND_RESPONSE:  # nothing of the response written yet
+            if not self.responding:  # nothing of the response written yet
                 actions.append(Write(self._error_bytes(413, f"Content Too Large: {why}\n")))
         self.cycle = None
         actions.extend(self._close())
