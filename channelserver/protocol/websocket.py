@@ -64,6 +64,20 @@ def _frame(first_byte: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", first_byte, 127, n) + payload
 
 
+def _unmask(key: bytes, payload: bytes) -> bytes:
+    """RFC 6455 5.3: XOR with the 4-byte key repeated, as one big-integer operation."""
+    n = len(payload)
+    if not n:
+        return b""
+    mask = (key * ((n + 3) >> 2))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+
+
+#: Largest payload a whole frame may have to be read by the fast path (its header then
+#: has at most a 16-bit length); a bigger one streams through wsproto.
+FAST_MAX = 65535
+
+
 def _check_key(request: h11.Request) -> None:
     """RFC 6455 section 4.2.1: Sec-WebSocket-Key is the base64 of 16 bytes (wsproto
     only checks that it is there)."""
@@ -144,6 +158,14 @@ class WebSocketConnection:
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
         self.plain_frames = False
+        #: Framing of what the peer sends, while no extension is in use (see _feed):
+        #: bytes wsproto still needs for the frame it is reading (0: at a frame boundary),
+        #: whether a fragmented message is open in wsproto, the start of a frame not yet
+        #: complete, and False once wsproto reads everything (after a malformed header).
+        self.owed = 0
+        self.fragmented = False
+        self.partial = b""
+        self.splitting = False
         self.handshake_timeout = handshake_timeout
         self._pending_denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
@@ -200,6 +222,8 @@ class WebSocketConnection:
                 self.held += data
             return []
         self.heard = True
+        if self.splitting:
+            return self._feed(data, [])
         ws.receive_data(data)
         return self._events([])
 
@@ -405,7 +429,7 @@ class WebSocketConnection:
         self.ws = ws
         # With no extension in use a whole message is one plain frame: it is framed here
         # (RFC 6455 5.2, unmasked from a server) instead of by wsproto's general path.
-        self.plain_frames = not any(ext.enabled() for ext in extensions)
+        self.plain_frames = self.splitting = not any(ext.enabled() for ext in extensions)
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -415,8 +439,11 @@ class WebSocketConnection:
             held = bytes(self.held)
             self.held = bytearray()
             self.heard = True
-            ws.receive_data(held)
-            self._events(actions)
+            if self.splitting:
+                self._feed(held, actions)
+            else:
+                ws.receive_data(held)
+                self._events(actions)
         return actions
 
     def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool) -> list[Action]:
@@ -513,6 +540,92 @@ class WebSocketConnection:
             CancelTimer(CLOSE),
             CloseTransport(abort=abort),
         ]
+
+    def _feed(self, data: bytes, actions: list[Action]) -> list[Action]:
+        """Read the peer's bytes frame by frame: a whole, final, masked text or binary
+        frame of at most FAST_MAX bytes (what clients send nearly always) is unmasked and
+        delivered here; every other frame (control frames, fragments, big or invalid ones)
+        goes to wsproto, which is handed exactly that frame's bytes, so it is at a frame
+        boundary whenever a frame is read here."""
+        ws = self.ws
+        assert ws is not None
+        cycle = self.cycle
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        end = len(data)
+        i = 0
+        while i < end:
+            owed = self.owed
+            if owed:  # the rest of a frame wsproto is reading
+                chunk = data[i : i + owed]
+                i += len(chunk)
+                self.owed = owed - len(chunk)
+                ws.receive_data(chunk)
+                self._events(actions)
+                if self.closed:
+                    return actions
+                continue
+            if end - i < 2:
+                self.partial = data[i:]
+                return actions
+            first = data[i]
+            second = data[i + 1]
+            length = second & 0x7F
+            start = i + 2
+            if length == 126:
+                start = i + 4
+                if end < start:
+                    self.partial = data[i:]
+                    return actions
+                length = (data[i + 2] << 8) | data[i + 3]
+            elif length == 127:
+                start = i + 10
+                if end < start:
+                    self.partial = data[i:]
+                    return actions
+                length = int.from_bytes(data[i + 2 : i + 10], "big")
+            opcode = first & 0x0F
+            if first & 0x70 or not second & 0x80 or opcode not in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA):
+                # Reserved bits, an unmasked frame or an unknown opcode: the peer is wrong.
+                # wsproto names the error; it reads everything from here on.
+                self.splitting = False
+                ws.receive_data(data[i:])
+                return self._events(actions)
+            start += 4  # the masking key
+            total = start - i + length
+            if (
+                (first == 0x81 or first == 0x82)
+                and not self.fragmented
+                and length <= FAST_MAX
+                and length <= self.max_size
+                and cycle.state is State.CONNECTED
+            ):
+                if end - i < total:
+                    self.partial = data[i:]  # wait for the rest of this small frame
+                    return actions
+                payload = _unmask(data[start - 4 : start], data[start : i + total])
+                if first == 0x81:
+                    try:
+                        message: dict[str, Any] = {"type": "websocket.receive", "text": payload.decode()}
+                    except UnicodeDecodeError:
+                        message = {}  # wsproto fails the connection with 1007 and says why
+                else:
+                    message = {"type": "websocket.receive", "bytes": payload}
+                if message:
+                    actions.append(Deliver(cycle, message))
+                    i += total
+                    continue
+            elif opcode < 0x8:  # data frames open or close a fragmented message
+                self.fragmented = not first & 0x80
+            chunk = data[i : i + total]
+            i += len(chunk)
+            self.owed = total - len(chunk)
+            ws.receive_data(chunk)
+            self._events(actions)
+            if self.closed:
+                return actions
+        return actions
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws
