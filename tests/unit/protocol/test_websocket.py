@@ -244,6 +244,61 @@ def test_fragmented_messages_are_joined_with_pings_in_between() -> None:
     assert [type(e) for e in pair.client_events()] == [Pong]
 
 
+# Frames the machine reads itself (whole, final, masked data frames of up to 64 KiB with
+# no extension) and frames it hands to wsproto, mixed in one stream.
+MIXED = [
+    (frame(0x1, b"first"), text("first")),
+    (frame(0x9, b"ping"), None),
+    (frame(0x2, b"\x00" * 200), binary(b"\x00" * 200)),  # 16-bit length, read directly
+    (frame(0x1, b"frag", fin=False), None),
+    (frame(0xA, b"unsolicited"), None),
+    (frame(0x0, b"mented", fin=True), text("fragmented")),
+    (frame(0x2, b"b" * 70000), binary(b"b" * 70000)),  # over 64 KiB: streamed by wsproto
+    (frame(0x1, b""), text("")),
+    (frame(0x1, "h\u00e9".encode()), text("h\u00e9")),
+]
+
+
+@pytest.mark.parametrize("feed", ["whole", "bytewise", "split"])
+def test_frames_read_directly_and_by_wsproto_keep_their_order(feed: str) -> None:
+    pair = accepted()
+    data = b"".join(f for f, _ in MIXED)
+    if feed == "whole":
+        pair.feed(data)
+    elif feed == "bytewise":
+        pair.feed_bytewise(data[:2000])
+        pair.feed(data[2000:])
+    else:  # at a point inside a header, then inside a payload, of each frame
+        cut, start = [], 0
+        for f, _ in MIXED:
+            cut += [start + 1, start + len(f) - 1]
+            start += len(f)
+        for a, b in zip([0, *cut], [*cut, len(data)], strict=True):
+            pair.feed(data[a:b])
+    assert [m for m in pair.delivered()[1:]] == [m for _, m in MIXED if m is not None]
+    assert [type(e) for e in pair.client_events()] == [Pong]
+
+
+def test_a_whole_small_frame_does_not_go_through_wsproto(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = accepted()
+    ws = pair.machine.ws
+    fed: list[bytes] = []
+    monkeypatch.setattr(ws, "receive_data", fed.append)
+    pair.feed(frame(0x1, b"hello") + frame(0x2, b"x" * 300))
+    assert pair.delivered()[1:] == [text("hello"), binary(b"x" * 300)]
+    assert fed == []
+
+
+def test_frames_still_go_through_wsproto_with_permessage_deflate() -> None:
+    pair = WSPair()
+    pair.connect(extensions=[PerMessageDeflate()])
+    pair.receive()
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    pair.client_events()
+    pair.send(TextMessage(data="compressed " * 20))
+    assert pair.receive() == text("compressed " * 20)
+
+
 def test_message_of_max_size_is_delivered() -> None:
     pair = accepted(max_size=10)
     pair.send(BytesMessage(data=b"x" * 10))
