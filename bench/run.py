@@ -198,7 +198,9 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 spec.argv(bind, app),
-                cwd=ROOT,
+                # ``python -m`` puts the working directory first on sys.path: a snapshot
+                # must be it, or the working tree's channelserver would shadow it.
+                cwd=source or ROOT,
                 env=child_env(env, source),
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
