@@ -56,6 +56,7 @@ class AppInstance:
         "coro",
         "cycle",
         "disconnected_at",
+        "eager",
         "failure",
         "finished",
         "last",
@@ -88,11 +89,21 @@ class AppInstance:
         #: finished without ever waiting.
         self.task: asyncio.Future[None] | None = None
         self.finished = False
+        #: True while the app's first step runs inside start() (see eager.py).
+        self.eager = False
 
     def start(self, eager: bool) -> None:
         self.coro = coro = self.run()
         if eager:
-            self.task = start_eagerly(self.conn.loop, coro)
+            self.eager = True
+            try:
+                self.task = start_eagerly(self.conn.loop, coro)
+            finally:
+                self.eager = False
+            if not self.finished:
+                # The app started a response, then went to wait for something else: the
+                # head goes out now rather than with a body part that may be a while.
+                self.flush_head()
         else:
             self.task = self.conn.loop.create_task(coro)
 
@@ -132,17 +143,16 @@ class AppInstance:
         try:
             actions = self.machine.app_send(self.cycle, message)
         except ASGIProtocolError as exc:
-            if self.failure is None:
-                self.failure = exc
-                error_log.error("ASGI protocol error: %s", exc)
-                self.conn.run(self.machine.app_failed(self.cycle))
+            self._misused(exc)
             raise
         if actions:
             self.conn.run(actions)
         elif message.get("type") == "http.response.start":
             # The head is held back to go out with the first body part; if the app waits
-            # for something else first, it goes out on the next loop turn.
-            self.conn.state.flush_head_soon(self)
+            # for something else first, it goes out when its first step ends (start()) or
+            # on the next loop turn.
+            if not self.eager:
+                self.conn.state.flush_head_soon(self)
             if self.started:
                 self.status = message.get("status")
         if self.conn.write_paused:
@@ -150,9 +160,20 @@ class AppInstance:
 
     def flush_head(self) -> None:
         if not self.conn.lost:
-            actions = self.machine.flush_head(self.cycle)
+            try:
+                actions = self.machine.flush_head(self.cycle)
+            except ASGIProtocolError as exc:  # the head itself is invalid
+                self._misused(exc)
+                return
             if actions:
                 self.conn.run(actions)
+
+    def _misused(self, exc: ASGIProtocolError) -> None:
+        """Logged once; the machine answers 500 or closes."""
+        if self.failure is None:
+            self.failure = exc
+            error_log.error("ASGI protocol error: %s", exc)
+            self.conn.run(self.machine.app_failed(self.cycle))
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ a fake clock the test moves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -157,6 +159,67 @@ def test_a_streaming_response_head_goes_out_before_the_first_body_part() -> None
         assert b"".join(e.data for e in events if type(e) is h11.Data) == b"data: 1\n\n"
 
     run(scenario())
+
+
+def test_a_streaming_head_goes_out_when_the_app_waits_after_resuming() -> None:
+    """The same from an app already carried by a Task (it waited before starting the
+    response): the head goes out on the next loop turn."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        first_event: asyncio.Future[bytes] = loop.create_future()
+
+        async def body(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await ready
+            await send({"type": "http.response.start", "status": 200})
+            data = await first_event
+            await send({"type": "http.response.body", "body": data})
+
+        app = App(body)
+        protocol, transport = connect(app)
+        client, head = http_request()
+        protocol.data_received(head)
+        ready.set_result(None)
+        await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+        events = responses(client, transport.take())
+        assert [type(e) for e in events] == [h11.Response]
+        first_event.set_result(b"late")
+        await app.wait()
+        events = responses(client, transport.take())
+        assert b"".join(e.data for e in events if type(e) is h11.Data) == b"late"
+
+    run(scenario())
+
+
+def test_an_invalid_head_flushed_while_the_app_waits_is_answered_500(caplog: Any) -> None:
+    """A head that cannot be written is found when it is flushed, not only when a body
+    part follows: the client gets a 500 at once and the error names the header."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        never: asyncio.Future[None] = loop.create_future()
+
+        async def body(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"x")]})
+            await never
+
+        app = App(body)
+        protocol, transport = connect(app)
+        client, head = http_request()
+        protocol.data_received(head)
+        events = responses(client, transport.take())
+        assert [e.status_code for e in events if type(e) is h11.Response] == [500]
+        never.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.wait()
+
+    with caplog.at_level(logging.ERROR, logger="channelserver.error"):
+        run(scenario())
+    errors = [r.getMessage() for r in caplog.records if r.name == "channelserver.error"]
+    assert errors == ["ASGI protocol error: http.response.start: Illegal header name b'bad name' (GET / from 127.0.0.1:53122)"]
 
 
 # -- a peer that leaves ------------------------------------------------------------------
