@@ -422,8 +422,7 @@ class HTTPConnection:
                     state=self.state,
                     extensions=self.extensions() if self.extensions else None,
                 )
-                # The keep-alive timer is left to run: firing while a request is in
-                # flight it does nothing (see timer_fired), and cancelling costs more.
+                actions.append(CancelTimer(KEEP_ALIVE))
                 actions.append(StartApp(cycle, scope))
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 break
