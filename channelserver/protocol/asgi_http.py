@@ -45,15 +45,22 @@ class HTTPCycle:
     """State of one request/response exchange. ``handle`` is the I/O layer's own slot
     (its app instance); the machine never reads it."""
 
-    __slots__ = ("handle", "pending_start", "state", "where")
+    __slots__ = ("client", "handle", "method", "pending_start", "state", "target")
 
     def __init__(self, method: bytes, target: bytes, client: str) -> None:
         self.state = State.REQUEST
-        self.where = f"{method.decode('ascii', 'replace')} {target.decode('ascii', 'replace')} from {client}"
+        self.method = method
+        self.target = target
+        self.client = client
         #: (status, headers) of an http.response.start not yet written: it goes out with
         #: the first body part, so a whole response is one write and gets a content-length.
         self.pending_start: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self.handle: Any = None
+
+    @property
+    def where(self) -> str:
+        """The request, for error messages: ``GET /path from 127.0.0.1:53122``."""
+        return f"{self.method.decode('ascii', 'replace')} {self.target.decode('ascii', 'replace')} from {self.client}"
 
     def on_app_message(self, message: Any) -> tuple[str, Any]:
         """Check ``message`` against the table and apply it.

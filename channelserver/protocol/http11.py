@@ -64,21 +64,33 @@ class Head(NamedTuple):
     close: bool  #: ``connection: close``
 
 
+#: The request headers _read_head looks at.
+_FRAMING = {b"content-length": 1, b"transfer-encoding": 2, b"upgrade": 3, b"connection": 4}
+
+
 def _read_head(request: h11.Request) -> Head:
-    full = getattr(request.headers, "_full_items", None)
-    items = [(name, value) for _, name, value in full] if full is not None else list(request.headers)
+    full = getattr(request.headers, "_full_items", None)  # (raw name, name, value), no copy
+    if full is None:
+        full = [(name, name, value) for name, value in request.headers]
+    items: list[tuple[bytes, bytes]] = []
+    append = items.append
     size = len(request.method) + len(request.target) + 12
     upgrade = connection = chunked = close = False
     content_length: bytes | None = None
-    for name, value in items:
+    framing = _FRAMING.get
+    for _, name, value in full:
+        append((name, value))
         size += len(name) + len(value) + 4
-        if name == b"content-length":
+        kind = framing(name)
+        if kind is None:
+            continue
+        if kind == 1:
             content_length = value
-        elif name == b"transfer-encoding":
+        elif kind == 2:
             chunked = True
-        elif name == b"upgrade":
+        elif kind == 3:
             upgrade = value.lower() == b"websocket"
-        elif name == b"connection":
+        else:
             tokens = [token.strip() for token in value.lower().split(b",")]
             connection = connection or b"upgrade" in tokens
             close = close or b"close" in tokens
