@@ -153,6 +153,9 @@ class HTTPConnection:
         #: Frames the current response's body; set once its head is written.
         self.writer: BodyWriter | None = None
         self.responding = False
+        #: The current request was read to its end (h11's EndOfMessage, or a request
+        #: that has no body): nothing more is read until its response is complete.
+        self.request_done = False
         #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
         self.closing = False
         self.closed = False
@@ -200,7 +203,12 @@ class HTTPConnection:
         pass
 
     def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
-        if cycle is self.cycle and not self.responding and self.h11.they_are_waiting_for_100_continue:
+        if (
+            cycle is self.cycle
+            and not self.responding
+            and not self.request_done
+            and self.h11.they_are_waiting_for_100_continue
+        ):
             return [Write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
         return []
 
@@ -284,7 +292,7 @@ class HTTPConnection:
     def timer_fired(self, name: str) -> list[Action]:
         if name == KEEP_ALIVE and self.cycle is None and not self.closed:
             return self._close()
-        if name == BODY and self.cycle is not None and self.h11.their_state is h11.SEND_BODY:
+        if name == BODY and self.cycle is not None and not self.request_done:
             # The body stopped arriving: the slow-body form of slowloris.
             why = f"request body stalled for {self.body_read_timeout}s"
             actions: list[Action] = [Log("warning", f"Closed request from {self.client_text}: {why} (answered 408)")]
@@ -348,7 +356,8 @@ class HTTPConnection:
         self.cycle = None
         self.writer = None
         self.responding = False
-        if self.keep_alive and old.their_state is h11.DONE and not self.closing:
+        done, self.request_done = self.request_done, False
+        if self.keep_alive and done and not self.closing:
             # The next request is read by a fresh h11 connection given the bytes after this
             # one: h11 parses requests here, the responses are written by write_head.
             trailing, closed = old.trailing_data
@@ -383,6 +392,8 @@ class HTTPConnection:
         return actions
 
     def _next_events(self, actions: list[Action]) -> list[Action]:
+        if self.request_done:
+            return actions  # bytes after the request wait in h11 until the response is done
         h11conn = self.h11
         body: list[bytes] = []
         while True:
@@ -399,6 +410,7 @@ class HTTPConnection:
                 body.append(chunk)
             elif etype is h11.EndOfMessage:
                 cycle = self.cycle
+                self.request_done = True
                 if cycle is not None:
                     data = b"".join(body) if len(body) != 1 else bytes(body[0])
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
@@ -436,12 +448,20 @@ class HTTPConnection:
                 )
                 actions.append(CancelTimer(KEEP_ALIVE))
                 actions.append(StartApp(cycle, scope))
+                length = head.content_length
+                if not head.chunked and (length is None or not int(length)):
+                    # No body (RFC 9112 6.3): the request ends with its head. h11's
+                    # EndOfMessage would consume nothing; the next request is read from
+                    # the bytes after the head by a fresh h11 connection.
+                    self.request_done = True
+                    actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
+                    return actions
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 break
             elif etype is h11.ConnectionClosed:
                 actions.extend(self.eof())
                 break
-        if self.cycle is not None and self.body_read_timeout is not None and h11conn.their_state is h11.SEND_BODY:
+        if self.cycle is not None and self.body_read_timeout is not None and not self.request_done:
             # (re)armed while the body is unfinished: the deadline moves with each read
             actions.append(SetTimer(BODY, self.body_read_timeout))
         if body and self.cycle is not None:
