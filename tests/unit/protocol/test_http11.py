@@ -83,6 +83,36 @@ def test_keep_alive_serves_requests_one_after_another() -> None:
     assert pair.closes == 0
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [b"", b"Content-Length: 0\r\n", b"Content-Length: 000\r\n"],
+    ids=["no-framing-header", "content-length-0", "content-length-000"],
+)
+def test_a_request_without_a_body_ends_with_its_head(framing: bytes) -> None:
+    """The empty body comes with the request; the bytes after the head (here the next
+    request, pipelined) are the next request, read once the response is complete."""
+    pair = HTTPPair()
+    pair.feed(b"POST /a HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n" + request_bytes("GET", "/b"))
+    assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
+    assert [s.scope["path"] for s in pair.started] == ["/a"]
+    answer(pair, pair.cycle, b"first")
+    assert [s.scope["path"] for s in pair.started] == ["/a", "/b"]
+    answer(pair, pair.cycle, b"second")
+    assert [r.body for r in read_responses(bytes(pair.wire), [b"POST", b"GET"], eof=False)] == [b"first", b"second"]
+    assert pair.closes == 0
+
+
+def test_bytes_after_a_bodiless_request_are_parsed_as_the_next_request() -> None:
+    """A GET does not have a body just because bytes follow its head: they are the next
+    request, and here not a valid one."""
+    pair = HTTPPair()
+    pair.feed(request_bytes("GET", "/") + b"not a request\r\n\r\n")
+    answer(pair, pair.cycle, b"ok")
+    responses = read_responses(bytes(pair.wire), [b"GET", b"GET"], eof=True)
+    assert [r.status for r in responses] == [200, 400]
+    assert pair.closes == 1
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     pair = HTTPPair()
     pair.feed(request_bytes("GET", "/first") + request_bytes("POST", "/second", body=b"payload"))
