@@ -95,7 +95,7 @@ class HTTPCycle:
                     f"ASGI apps send final responses only ({self.where})"
                 )
             headers = message.get("headers", ())
-            self.pending_start = (status, check_headers(mtype, headers, self.where))
+            self.pending_start = (status, check_headers(mtype, headers, self))
             self.state = new_state
             return "start", None
         body = message.get("body", b"")

@@ -179,10 +179,10 @@ class HTTPConnection:
         of a head not yet complete are kept to find a fold split across reads."""
         probe = self.head_tail + data if self.head_tail else data
         end = probe.find(b"\r\n\r\n")
-        head = probe if end < 0 else probe[:end]
-        if b"\r\n " in head or b"\r\n\t" in head:
-            return True
         self.head_tail = probe[-3:] if end < 0 else b""
+        if b"\r\n " in probe or b"\r\n\t" in probe:  # rare: look at the head alone
+            head = probe if end < 0 else probe[:end]
+            return b"\r\n " in head or b"\r\n\t" in head
         return False
 
     def _obs_fold(self, actions: list[Action]) -> list[Action]:

@@ -28,11 +28,32 @@ __all__ = ["BodyWriter", "ResponseError", "write_head"]
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
-_DIGITS = re.compile(rb"[0-9]{1,20}").fullmatch
 
-#: Header names already validated, mapped to their lowercase form (bounded).
+#: Header names already validated, mapped to their lowercase form, and status lines
+#: already written (both bounded).
 _NAMES: dict[bytes, bytes] = {}
 _NAMES_MAX = 512
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+#: Values already validated of headers that repeat from response to response and carry
+#: nothing private (bounded; cookies, locations and the like are validated every time).
+_VALUES: set[bytes] = set()
+_REPEATING = frozenset(
+    {
+        b"content-type",
+        b"cache-control",
+        b"vary",
+        b"content-encoding",
+        b"content-language",
+        b"x-content-type-options",
+        b"x-frame-options",
+        b"referrer-policy",
+        b"cross-origin-opener-policy",
+        b"access-control-allow-origin",
+    }
+)
+#: The headers that decide framing and keep-alive.
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 1, 2, 3
+_SPECIAL = {b"content-length": _CONTENT_LENGTH, b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION}
 
 
 class ResponseError(Exception):
@@ -96,16 +117,31 @@ def write_head(
     ``content-length`` if the app set neither that nor ``transfer-encoding``. Returns the head,
     the body writer (None: the response has no body, as for HEAD, 204 and 304) and
     whether the connection stays open after the response."""
-    lines = [b"HTTP/1.1 %d %s\r\n%s" % (status, reason, server_headers)]
+    status_line = _STATUS_LINES.get((status, reason))
+    if status_line is None:
+        status_line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < _NAMES_MAX:
+            _STATUS_LINES[status, reason] = status_line
+    lines = [status_line, server_headers]
     append = lines.append
     content_length: bytes | None = None
     chunked = False
     connection: list[bytes] | None = None
+    names = _NAMES.get
+    special = _SPECIAL.get
+    values = _VALUES
     for raw, value in headers:
-        name = _name(raw)
-        if _FIELD_VALUE(value) is None:
-            raise ResponseError(f"Illegal header value {value!r}")
-        if name == b"content-length":
+        name = names(raw) or _name(raw)
+        if value not in values:
+            if _FIELD_VALUE(value) is None:
+                raise ResponseError(f"Illegal header value {value!r}")
+            if name in _REPEATING and len(values) < _NAMES_MAX and len(value) <= 256:
+                values.add(value)
+        kind = special(name)
+        if kind is None:
+            append(b"%s: %s\r\n" % (raw, value))
+            continue
+        if kind == _CONTENT_LENGTH:
             if b"," in value:
                 values = {part.strip() for part in value.split(b",")}
                 if len(values) != 1:
@@ -113,21 +149,21 @@ def write_head(
                 value = values.pop()
             else:
                 value = value.strip()
-            if _DIGITS(value) is None:
+            if not value.isdigit() or len(value) > 20:  # bytes.isdigit: ASCII 0-9 only
                 raise ResponseError("bad Content-Length")
             if content_length is not None:
                 if value != content_length:
                     raise ResponseError("conflicting Content-Length headers")
                 continue  # an equal repeat is written once
             content_length = value
-        elif name == b"transfer-encoding":
+        elif kind == _TRANSFER_ENCODING:
             if chunked:
                 raise ResponseError("multiple Transfer-Encoding headers")
             if value.lower() != b"chunked":
                 raise ResponseError("Only Transfer-Encoding: chunked is supported")
             chunked = True
             value = b"chunked"
-        elif name == b"connection":
+        else:
             if connection is None:
                 connection = []
             connection.extend(token for token in (part.strip() for part in value.lower().split(b",")) if token)

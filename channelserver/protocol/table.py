@@ -47,8 +47,9 @@ def bad_field(message_type: str, key: str, expected: str, value: object, where: 
     )
 
 
-def check_headers(message_type: str, headers: object, where: str) -> list[tuple[bytes, bytes]]:
-    """ASGI headers: an iterable of [name, value] byte-string pairs."""
+def check_headers(message_type: str, headers: object, cycle: Any) -> list[tuple[bytes, bytes]]:
+    """ASGI headers: an iterable of [name, value] byte-string pairs. ``cycle.where`` names
+    the connection in the error; it is only read when there is one."""
     if type(headers) is list:  # the common case, checked without copying
         for item in headers:
             if type(item) is not tuple or len(item) != 2 or type(item[0]) is not bytes or type(item[1]) is not bytes:
@@ -56,6 +57,7 @@ def check_headers(message_type: str, headers: object, where: str) -> list[tuple[
         else:
             return headers
     result: list[tuple[bytes, bytes]] = []
+    where: str = cycle.where
     try:
         items = list(headers)  # type: ignore[call-overload]
     except TypeError:

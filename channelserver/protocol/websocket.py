@@ -266,7 +266,7 @@ class WebSocketConnection:
             status = message.get("status")
             if type(status) is not int or not 200 <= status <= 999:
                 raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, where)
-            headers = check_headers(mtype, message.get("headers", ()), where)
+            headers = check_headers(mtype, message.get("headers", ()), self.cycle)
             cycle.state = new
             self._pending_denial = (status, headers)
             return []
@@ -413,7 +413,7 @@ class WebSocketConnection:
                 f"websocket.accept 'subprotocol' {subprotocol!r} was not offered by the client "
                 f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({where})"
             )
-        return subprotocol, check_headers("websocket.accept", message.get("headers", ()), where)
+        return subprotocol, check_headers("websocket.accept", message.get("headers", ()), self.cycle)
 
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []

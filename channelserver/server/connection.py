@@ -315,7 +315,9 @@ class ConnectionProtocol(asyncio.Protocol):
             state.on_request()
 
     def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
-        self.run(instance.machine.app_returned(instance.cycle, exc))
+        actions = instance.machine.app_returned(instance.cycle, exc)
+        if actions:
+            self.run(actions)
         instance.cycle.handle = None  # break the cycle <-> instance reference loop
         self.instances.discard(instance)
         self.state.instance_finished(instance)
