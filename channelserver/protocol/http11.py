@@ -179,11 +179,13 @@ class HTTPConnection:
         of a head not yet complete are kept to find a fold split across reads."""
         probe = self.head_tail + data if self.head_tail else data
         end = probe.find(b"\r\n\r\n")
-        self.head_tail = probe[-3:] if end < 0 else b""
-        if b"\r\n " in probe or b"\r\n\t" in probe:  # rare: look at the head alone
-            head = probe if end < 0 else probe[:end]
-            return b"\r\n " in head or b"\r\n\t" in head
-        return False
+        if end < 0:
+            head = probe
+            self.head_tail = probe[-3:]
+        else:
+            head = probe[:end]  # never the body after it, which may be large
+            self.head_tail = b""
+        return b"\r\n " in head or b"\r\n\t" in head
 
     def _obs_fold(self, actions: list[Action]) -> list[Action]:
         return self._bad_request(h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), actions)
