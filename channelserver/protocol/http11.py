@@ -168,7 +168,11 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> list[Action]:
         if self.closed:
             return []
-        if self.cycle is None and self._folded(data):  # a request head is (or may be) arriving
+        if (
+            self.cycle is None  # a request head is (or may be) arriving
+            and (self.head_tail or b"\r\n " in data or b"\r\n\t" in data or not data.endswith(b"\r\n\r\n"))
+            and self._folded(data)
+        ):
             return self._obs_fold([])
         self.h11.receive_data(data)
         return self._next_events([])

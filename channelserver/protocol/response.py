@@ -132,7 +132,9 @@ def write_head(
     values = _VALUES
     for raw, value in headers:
         name = names(raw) or _name(raw)
-        if value not in values:
+        if value.isdigit() and len(value) <= 20:
+            pass  # digits are a valid field value (content-length, mostly)
+        elif value not in values:
             if _FIELD_VALUE(value) is None:
                 raise ResponseError(f"Illegal header value {value!r}")
             if name in _REPEATING and len(values) < _NAMES_MAX and len(value) <= 256:
