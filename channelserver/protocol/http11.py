@@ -381,7 +381,10 @@ class HTTPConnection:
             actions.extend(self._close())
 
     def _error_bytes(self, status: int, text: str) -> bytes:
+        """The server's own answer (500, 408, 413, 400, ...): it says ``Connection: close``,
+        and the connection closes after it."""
         self.responding = True
+        self.keep_alive = False
         return plain_response(status, text)
 
     def _bad_request(self, exc: h11.RemoteProtocolError, actions: list[Action]) -> list[Action]:
