@@ -101,9 +101,7 @@ def plain_response(status: int, text: str) -> bytes:
     """A short text answer from the server itself; the connection closes after it."""
     body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    head, _, _ = write_head(
-        status, _REASONS.get(status, b""), headers, method=b"GET", http10=False, keep_alive=False
-    )
+    head, _, _ = write_head(status, _REASONS.get(status, b""), headers, method=b"GET", http10=False, keep_alive=False)
     return head + body
 
 
@@ -192,7 +190,9 @@ class HTTPConnection:
         return b"\r\n " in head or b"\r\n\t" in head
 
     def _obs_fold(self, actions: list[Action]) -> list[Action]:
-        return self._bad_request(h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), actions)
+        return self._bad_request(
+            h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), actions
+        )
 
     def eof(self) -> list[Action]:
         """The peer closed its side or the transport was lost."""

@@ -178,7 +178,11 @@ def write_head(
         append(b"content-length: %s\r\n" % content_length)
     if not bodiless and (chunked or content_length is None):
         if chunked or content_length is not None:  # rewritten below; T-E beats C-L
-            lines = [line for line in lines if line[:15].lower() != b"content-length:" and line[:18].lower() != b"transfer-encoding:"]
+            lines = [
+                line
+                for line in lines
+                if line[:15].lower() != b"content-length:" and line[:18].lower() != b"transfer-encoding:"
+            ]
             append = lines.append
             content_length = None
         if http10:

@@ -219,7 +219,9 @@ def test_an_invalid_head_flushed_while_the_app_waits_is_answered_500(caplog: Any
     with caplog.at_level(logging.ERROR, logger="channelserver.error"):
         run(scenario())
     errors = [r.getMessage() for r in caplog.records if r.name == "channelserver.error"]
-    assert errors == ["ASGI protocol error: http.response.start: Illegal header name b'bad name' (GET / from 127.0.0.1:53122)"]
+    assert errors == [
+        "ASGI protocol error: http.response.start: Illegal header name b'bad name' (GET / from 127.0.0.1:53122)"
+    ]
 
 
 # -- a peer that leaves ------------------------------------------------------------------
