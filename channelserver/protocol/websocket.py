@@ -76,6 +76,9 @@ def _unmask(key: bytes, payload: bytes) -> bytes:
 #: Largest payload a whole frame may have to be read by the fast path (its header then
 #: has at most a 16-bit length); a bigger one streams through wsproto.
 FAST_MAX = 65535
+#: Largest frame whose first bytes are held until the rest comes; a bigger one that arrives
+#: in pieces streams through wsproto (holding it would copy it again with every piece).
+WAIT_MAX = 4096
 
 
 def _check_key(request: h11.Request) -> None:
@@ -601,21 +604,17 @@ class WebSocketConnection:
                 and length <= self.max_size
                 and cycle.state is State.CONNECTED
             ):
-                if end - i < total:
+                if end - i >= total:
+                    message = self._plain_message(first, data[start - 4 : start], data[start : i + total])
+                    if message is not None:
+                        actions.append(Deliver(cycle, message))
+                        i += total
+                        continue
+                    # not UTF-8: wsproto fails the connection with 1007 and says why
+                elif total <= WAIT_MAX:
                     self.partial = data[i:]  # wait for the rest of this small frame
                     return actions
-                payload = _unmask(data[start - 4 : start], data[start : i + total])
-                if first == 0x81:
-                    try:
-                        message: dict[str, Any] = {"type": "websocket.receive", "text": payload.decode()}
-                    except UnicodeDecodeError:
-                        message = {}  # wsproto fails the connection with 1007 and says why
-                else:
-                    message = {"type": "websocket.receive", "bytes": payload}
-                if message:
-                    actions.append(Deliver(cycle, message))
-                    i += total
-                    continue
+                # else a bigger frame still arriving: wsproto reads it as it comes
             elif opcode < 0x8:  # data frames open or close a fragmented message
                 self.fragmented = not first & 0x80
             chunk = data[i : i + total]
@@ -626,6 +625,18 @@ class WebSocketConnection:
             if self.closed:
                 return actions
         return actions
+
+    @staticmethod
+    def _plain_message(first: int, key: bytes, masked: bytes) -> dict[str, Any] | None:
+        """The ``websocket.receive`` of one whole unfragmented frame; None if a text frame
+        is not UTF-8."""
+        payload = _unmask(key, masked)
+        if first == 0x82:
+            return {"type": "websocket.receive", "bytes": payload}
+        try:
+            return {"type": "websocket.receive", "text": payload.decode()}
+        except UnicodeDecodeError:
+            return None
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws

@@ -254,6 +254,7 @@ MIXED = [
     (frame(0xA, b"unsolicited"), None),
     (frame(0x0, b"mented", fin=True), text("fragmented")),
     (frame(0x2, b"b" * 70000), binary(b"b" * 70000)),  # over 64 KiB: streamed by wsproto
+    (frame(0x1, b"c" * 10000), text("c" * 10000)),  # whole: read directly; in pieces: wsproto
     (frame(0x1, b""), text("")),
     (frame(0x1, "h\u00e9".encode()), text("h\u00e9")),
 ]
