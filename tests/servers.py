@@ -1,8 +1,10 @@
 """Real server subprocesses for integration, parity and demo tests.
 
 ``ServerProcess`` starts a command, waits for the line that names the bound port (no
-sleeps: it reads the process's output until the line comes or the deadline passes), and
-stops the process with a signal, returning its exit code and everything it logged.
+sleeps: it waits on the process's output until the line comes or the deadline passes), and
+stops the process with a signal, returning its exit code and everything it logged. A
+thread reads the output for the process's whole life, so a chatty server never blocks on
+a full pipe, whatever the test is doing meanwhile.
 
 Servers started here bind 127.0.0.1 port 0 and report the port they got:
 
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal as _signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +65,11 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             pass_fds=tuple(pass_fds),
         )
-        self.output = bytearray()
+        self._buffer = bytearray()  # what the process wrote; guarded by _changed
+        self._changed = threading.Condition()
+        self._eof = False
+        self._reader = threading.Thread(target=self._pump, name=f"output of pid {self.proc.pid}", daemon=True)
+        self._reader.start()
         self.port: int | None = None
         self.returncode: int | None = None
         if wait_for_port:
@@ -78,48 +84,66 @@ class ServerProcess:
                 raise
 
     # -- output ------------------------------------------------------------------------
-    def _read_some(self, timeout: float) -> bool:
-        """Read what the process wrote within ``timeout``. False at EOF."""
+    def _pump(self) -> None:
+        """The reader thread: everything the process writes, until EOF."""
         assert self.proc.stdout is not None
-        if self.proc.stdout.closed:
-            return False
         fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                return True
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return False
-        self.output += chunk
-        return True
+        try:
+            while chunk := os.read(fd, 65536):
+                with self._changed:
+                    self._buffer += chunk
+                    self._changed.notify_all()
+        except OSError:
+            pass
+        finally:
+            with self._changed:
+                self._eof = True
+                self._changed.notify_all()
+
+    @property
+    def output(self) -> bytes:
+        """Everything the process wrote so far."""
+        with self._changed:
+            return bytes(self._buffer)
+
+    def _exit_code(self) -> int | None:
+        try:
+            return self.proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            return None
 
     def wait_for(self, patterns: Sequence[re.Pattern[bytes]] | re.Pattern[bytes], timeout: float = 10.0) -> int:
         """Wait until the output matches; return the first group as int (0 if none)."""
         if isinstance(patterns, re.Pattern):
             patterns = [patterns]
         deadline = time.monotonic() + timeout
-        while True:
-            for pattern in patterns:
-                match = pattern.search(self.output)
-                if match:
-                    return int(match.group(1)) if match.groups() else 0
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._read_some(min(left, 0.5)):
-                if left > 0 and self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.text}")
+        with self._changed:
+            while True:
+                for pattern in patterns:
+                    match = pattern.search(self._buffer)
+                    if match:
+                        return int(match.group(1)) if match.groups() else 0
+                left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no {patterns} in server output within {timeout}s:\n{self.text}")
+                    raise TimeoutError(f"no {patterns} in server output within {timeout}s:\n{self._text()}")
+                if self._eof:
+                    break
+                self._changed.wait(min(left, 0.5))
+        raise RuntimeError(f"server exited with {self._exit_code()}:\n{self.text}")
 
     def drain_output(self, timeout: float = 0.2) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self._read_some(max(0.0, end - time.monotonic())):
-            pass
-        return self.text
+        """Let ``timeout`` seconds of output arrive (less if the process closed it)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._eof, timeout)
+            return self._text()
+
+    def _text(self) -> str:
+        return self._buffer.decode("utf-8", "replace")
 
     @property
     def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
+        with self._changed:
+            return self._text()
 
     @property
     def url(self) -> str:
@@ -135,15 +159,12 @@ class ServerProcess:
             self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 15.0) -> int:
-        """Wait for exit, reading output meanwhile; return the exit code."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server still running after {timeout}s:\n{self.text}")
-            self._read_some(0.1)
-        while self._read_some(0.05):
-            pass
-        self.returncode = self.proc.returncode
+        """Wait for exit and for the end of its output; return the exit code."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"server still running after {timeout}s:\n{self.text}") from None
+        self._reader.join(5.0)  # EOF, unless a child of the server still holds the pipe
         return self.returncode
 
     def stop(self, sig: int = _signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -157,8 +178,13 @@ class ServerProcess:
             self.close()
 
     def close(self) -> None:
-        """Close the pipe from the process (what it wrote stays in ``output``)."""
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
+        """Close the pipe from the process once the reader is done with it (what it wrote
+        stays in ``output``). While the reader still reads (a child of the server holds
+        the pipe open) the pipe is left to it: closing a descriptor another thread reads
+        could hand that thread a reused one."""
+        if self.proc.poll() is not None:
+            self._reader.join(5.0)
+        if not self._reader.is_alive() and self.proc.stdout is not None and not self.proc.stdout.closed:
             self.proc.stdout.close()
 
     def __enter__(self) -> ServerProcess:

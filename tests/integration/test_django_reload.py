@@ -84,8 +84,7 @@ def reloading_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
         if server.proc.poll() is None:
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
-        if server.proc.stdout is not None:
-            server.proc.stdout.close()
+        server.close()
 
 
 def echo(server: ServerProcess, text: str) -> str:
