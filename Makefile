@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-django6 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
+.PHONY: run test test-django6 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,20 +19,6 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
-
-# Django 6 needs Python 3.12 or newer: a second virtualenv runs the whole suite again on
-# Python 3.12 with the newest Django 6. Python 3.12 is $(PYTHON312), `python3.12` on PATH,
-# or a pyenv 3.12 build.
-PYTHON312 ?= $(shell for p in $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 "$$(command -v python3.12)"; do \
-	[ -x "$$p" ] && "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
-VENV6 ?= .venv-django6
-
-$(VENV6)/bin/.installed: pyproject.toml
-	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: set PYTHON312=/path/to/python3.12"; exit 1; }
-	$(PYTHON312) -m venv $(VENV6)
-	$(VENV6)/bin/pip install --quiet --upgrade pip
-	$(VENV6)/bin/pip install --quiet -e '.[test,demo,uvloop]' 'django>=6'
-	touch $@
 
 run: venv
 	$(PY) manage.py migrate --noinput
@@ -64,11 +50,23 @@ pytest: venv
 test: venv system-deps autobahn lint typecheck importlint
 	$(PY) -m channelserver.docgen --check
 	$(BIN)/pytest $(PYTEST_ARGS)
-	$(MAKE) test-django6
+	$(MAKE) test-django6 test-py310
 
-test-django6: $(VENV6)/bin/.installed system-deps autobahn
-	$(VENV6)/bin/python -c "import django, sys; print(f'Python {sys.version.split()[0]}, Django {django.__version__}')"
-	$(VENV6)/bin/pytest $(PYTEST_ARGS)
+# The suite again on the other ends of what users run, each in a virtualenv of its own
+# (scripts/extra-venv.sh finds the Python as a pyenv build or on PATH): Python 3.12 with
+# the newest Django 6 (Django 6 needs Python 3.12+), and Python 3.10, the oldest Python
+# supported, with Django 5.2 LTS.
+VERSIONS := -c "import django, sys; print(f'Python {sys.version.split()[0]}, Django {django.__version__}')"
+
+test-django6: system-deps autobahn
+	bash scripts/extra-venv.sh .venv-django6 3.12 'django>=6'
+	.venv-django6/bin/python $(VERSIONS)
+	.venv-django6/bin/pytest $(PYTEST_ARGS)
+
+test-py310: system-deps autobahn
+	bash scripts/extra-venv.sh .venv-py310 3.10
+	.venv-py310/bin/python $(VERSIONS)
+	.venv-py310/bin/pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/run.py
@@ -77,4 +75,4 @@ bench-quick: venv
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) $(VENV6) .venv-autobahn build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .venv-django6 .venv-py310 .venv-autobahn build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output

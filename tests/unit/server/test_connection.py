@@ -210,6 +210,7 @@ def test_an_invalid_head_flushed_while_the_app_waits_is_answered_500(caplog: Any
         protocol, transport = connect(app)
         client, head = http_request()
         protocol.data_received(head)
+        await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
         events = responses(client, transport.take())
         assert [e.status_code for e in events if type(e) is h11.Response] == [500]
         never.cancel()
