@@ -166,11 +166,7 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> list[Action]:
         if self.closed:
             return []
-        if (
-            self.cycle is None  # a request head is (or may be) arriving
-            and (self.head_tail or b"\r\n " in data or b"\r\n\t" in data or not data.endswith(b"\r\n\r\n"))
-            and self._folded(data)
-        ):
+        if self.cycle is None and self._folded(data):  # a request head is (or may be) arriving
             return self._obs_fold([])
         self.h11.receive_data(data)
         return self._next_events([])
@@ -179,6 +175,8 @@ class HTTPConnection:
         """Obsolete line folding (RFC 9112 section 5.2) in the request head that ``data``
         starts or goes on with: h11 would unfold it; it is refused instead. The last bytes
         of a head not yet complete are kept to find a fold split across reads."""
+        if not self.head_tail and b"\r\n " not in data and b"\r\n\t" not in data and data.endswith(b"\r\n\r\n"):
+            return False  # one whole head (or heads), no fold anywhere: the usual read
         probe = self.head_tail + data if self.head_tail else data
         end = probe.find(b"\r\n\r\n")
         if end < 0:

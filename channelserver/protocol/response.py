@@ -177,7 +177,7 @@ def write_head(
         content_length = b"%d" % whole_length
         append(b"content-length: %s\r\n" % content_length)
     if not bodiless and (chunked or content_length is None):
-        if chunked or content_length is not None:  # rewritten below; T-E beats C-L
+        if chunked:  # rewritten below; transfer-encoding beats content-length
             lines = [
                 line
                 for line in lines
@@ -192,8 +192,8 @@ def write_head(
         else:
             chunked = True
             append(b"Transfer-Encoding: chunked\r\n")
-    else:
-        chunked = False  # 204, 304 and CONNECT 2xx have no body, whatever the headers say
+    else:  # framed by content-length, or (204, 304, CONNECT 2xx) no body whatever the headers say
+        chunked = False
     if not keep_alive:  # the request or the framing ends the connection: say so
         if connection is not None:
             lines = [line for line in lines if line[:11].lower() != b"connection:"]

@@ -290,7 +290,9 @@ def test_a_whole_small_frame_does_not_go_through_wsproto(monkeypatch: pytest.Mon
     assert fed == []
 
 
-def test_frames_still_go_through_wsproto_with_permessage_deflate() -> None:
+def test_a_compressed_message_reaches_the_app_decompressed() -> None:
+    """With permessage-deflate the client's frames carry RSV1: none is read directly,
+    wsproto inflates them."""
     pair = WSPair()
     pair.connect(extensions=[PerMessageDeflate()])
     pair.receive()
