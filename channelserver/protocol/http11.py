@@ -1,5 +1,9 @@
 """One HTTP/1.1 connection: h11 on the wire, one :class:`HTTPCycle` per request.
 
+Requests are parsed by h11, except a read that is one whole plain head (no body, nothing
+after it), which :func:`.request.read_plain_head` reads with h11's grammar and rules;
+responses are written by :mod:`.response` with h11's rules.
+
 Inputs: :meth:`receive_data` (peer bytes), :meth:`eof` (peer gone), :meth:`app_send`,
 :meth:`app_failed`, :meth:`app_returned`, :meth:`timer_fired`, :meth:`app_wants_body`
 (the app awaits ``receive()``: time to send ``100 Continue``), :meth:`shutdown`.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any
 
 import h11
 
@@ -39,6 +43,7 @@ from .events import (
     Upgrade,
     Write,
 )
+from .request import Head, read_head, read_plain_head
 from .response import BodyWriter, ResponseError, write_head
 from .scope import http_scope
 
@@ -51,50 +56,6 @@ _DISCONNECT = {"type": "http.disconnect"}
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
-
-
-class Head(NamedTuple):
-    """What one pass over a request's headers tells."""
-
-    headers: list[tuple[bytes, bytes]]  #: the ASGI header list, names lowercased
-    websocket: bool  #: an upgrade to WebSocket
-    size: int  #: bytes of the head, as sent
-    content_length: bytes | None
-    chunked: bool
-    close: bool  #: ``connection: close``
-
-
-#: The request headers _read_head looks at.
-_FRAMING = {b"content-length": 1, b"transfer-encoding": 2, b"upgrade": 3, b"connection": 4}
-
-
-def _read_head(request: h11.Request) -> Head:
-    full = getattr(request.headers, "_full_items", None)  # (raw name, name, value), no copy
-    if full is None:
-        full = [(name, name, value) for name, value in request.headers]
-    items: list[tuple[bytes, bytes]] = []
-    append = items.append
-    size = len(request.method) + len(request.target) + 12
-    upgrade = connection = chunked = close = False
-    content_length: bytes | None = None
-    framing = _FRAMING.get
-    for _, name, value in full:
-        append((name, value))
-        size += len(name) + len(value) + 4
-        kind = framing(name)
-        if kind is None:
-            continue
-        if kind == 1:
-            content_length = value
-        elif kind == 2:
-            chunked = True
-        elif kind == 3:
-            upgrade = value.lower() == b"websocket"
-        else:
-            tokens = [token.strip() for token in value.lower().split(b",")]
-            connection = connection or b"upgrade" in tokens
-            close = close or b"close" in tokens
-    return Head(items, upgrade and connection, size, content_length, chunked, close)
 
 
 def plain_response(status: int, text: str) -> bytes:
@@ -123,8 +84,13 @@ class HTTPConnection:
         max_headers: int = 100,
         max_body_size: int | None = None,
         body_read_timeout: float | None = None,
+        fast_heads: bool = True,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        #: No bytes were given to self.h11 yet: a plain head may be read without it.
+        self.h11_unfed = True
+        #: read_plain_head reads plain request heads (off only to compare with h11 alone).
+        self.fast_heads = fast_heads
         self.max_incomplete_event_size = max_incomplete_event_size
         self.head_tail = b""
         self.client = client
@@ -166,8 +132,16 @@ class HTTPConnection:
     def receive_data(self, data: bytes) -> list[Action]:
         if self.closed:
             return []
-        if self.cycle is None and self._folded(data):  # a request head is (or may be) arriving
-            return self._obs_fold([])
+        if self.cycle is None:  # a request head is (or may be) arriving
+            if self.h11_unfed and self.fast_heads and len(data) <= self.max_incomplete_event_size:
+                head = read_plain_head(data)
+                if head is not None:
+                    actions: list[Action] = []
+                    self._request(head, actions)
+                    return actions
+            if self._folded(data):
+                return self._obs_fold([])
+        self.h11_unfed = False
         self.h11.receive_data(data)
         return self._next_events([])
 
@@ -362,11 +336,14 @@ class HTTPConnection:
         self.responding = False
         done, self.request_done = self.request_done, False
         if self.keep_alive and done and not self.closing:
+            actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
+            if self.h11_unfed:
+                return  # read_plain_head read the request; h11 has not been used
             # The next request is read by a fresh h11 connection given the bytes after this
             # one: h11 parses requests here, the responses are written by write_head.
             trailing, closed = old.trailing_data
             self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
-            actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
+            self.h11_unfed = not (trailing or closed)
             if trailing or closed:
                 if trailing and self._folded(bytes(trailing)):  # a pipelined request's head
                     self._obs_fold(actions)
@@ -426,42 +403,8 @@ class HTTPConnection:
                 return actions
             elif etype is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
-                head = _read_head(request)
-                headers = head.headers
-                refusal = self._refuse_request(request, head)
-                if refusal is not None:
-                    return self._refuse(*refusal, actions)
-                self.body_received = 0
-                self.requests_started += 1
-                self.method = request.method
-                self.http10 = http10 = request.http_version == b"1.0"
-                self.keep_alive = not http10 and not head.close
-                if head.websocket and request.method == b"GET":
-                    actions.append(CancelTimer(KEEP_ALIVE))
-                    return self._upgrade(request, actions)
-                cycle = HTTPCycle(request.method, request.target, self.client_text)
-                self.cycle = cycle
-                scope = http_scope(
-                    method=request.method,
-                    target=request.target,
-                    http_version=request.http_version,
-                    headers=headers,
-                    scheme=self.scheme,
-                    server=self.server,
-                    client=self.client,
-                    root_path=self.root_path,
-                    state=self.state,
-                    extensions=self.extensions() if self.extensions else None,
-                )
-                actions.append(CancelTimer(KEEP_ALIVE))
-                actions.append(StartApp(cycle, scope))
-                length = head.content_length
-                if not head.chunked and (length is None or not int(length)):
-                    # No body (RFC 9112 6.3): the request ends with its head. h11's
-                    # EndOfMessage would consume nothing; the next request is read from
-                    # the bytes after the head by a fresh h11 connection.
-                    self.request_done = True
-                    actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
+                head = read_head(request)
+                if not self._request(head, actions, request):
                     return actions
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 break
@@ -476,10 +419,53 @@ class HTTPConnection:
             actions.append(Deliver(self.cycle, {"type": "http.request", "body": data, "more_body": True}))
         return actions
 
-    def _refuse_request(self, request: h11.Request, head: Head) -> tuple[int, str] | None:
+    def _request(self, head: Head, actions: list[Action], request: h11.Request | None = None) -> bool:
+        """A request head was read (by h11, ``request``, or by read_plain_head): start its
+        cycle and app. True if its body is to be read next."""
+        refusal = self._refuse_request(head)
+        if refusal is not None:
+            self._refuse(*refusal, actions)
+            return False
+        method = head.method
+        self.body_received = 0
+        self.requests_started += 1
+        self.method = method
+        self.http10 = http10 = head.http_version == b"1.0"
+        self.keep_alive = not http10 and not head.close
+        if head.websocket and method == b"GET" and request is not None:
+            actions.append(CancelTimer(KEEP_ALIVE))
+            self._upgrade(request, actions)
+            return False
+        cycle = HTTPCycle(method, head.target, self.client_text)
+        self.cycle = cycle
+        scope = http_scope(
+            method=method,
+            target=head.target,
+            http_version=head.http_version,
+            headers=head.headers,
+            scheme=self.scheme,
+            server=self.server,
+            client=self.client,
+            root_path=self.root_path,
+            state=self.state,
+            extensions=self.extensions() if self.extensions else None,
+        )
+        actions.append(CancelTimer(KEEP_ALIVE))
+        actions.append(StartApp(cycle, scope))
+        length = head.content_length
+        if not head.chunked and (length is None or not int(length)):
+            # No body (RFC 9112 6.3): the request ends with its head. h11's EndOfMessage
+            # would consume nothing; the next request is read from the bytes after the
+            # head by a fresh h11 connection.
+            self.request_done = True
+            actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
+            return False
+        return True
+
+    def _refuse_request(self, head: Head) -> tuple[int, str] | None:
         """A reason to answer before the app sees the request: (status, why)."""
-        if request.http_version not in (b"1.1", b"1.0"):
-            return 505, f"HTTP/{request.http_version.decode('ascii', 'replace')} is not served; use HTTP/1.1"
+        if head.http_version not in (b"1.1", b"1.0"):
+            return 505, f"HTTP/{head.http_version.decode('ascii', 'replace')} is not served; use HTTP/1.1"
         if len(head.headers) > self.max_headers:
             return 431, f"{len(head.headers)} header fields, more than the {self.max_headers} accepted"
         # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.

@@ -1,0 +1,152 @@
+"""Reading a request head: from h11's ``Request`` event, or directly when it is plain.
+
+h11 parses requests. One kind of request is read here without it, because it is most of
+what a server sees and h11's general machinery costs more than the rest of the request:
+a read that is exactly one whole request head, with no body, nothing after it, and none
+of the headers that ask h11 for more than parsing. :func:`read_plain_head` reads that kind
+with h11's own grammar (its ABNF regexes) and h11's rules for the fields it checks, and
+returns ``None`` for anything else, which then goes to h11 as it always did:
+
+- not exactly one whole head (a partial head, a body or a pipelined request after it),
+  bare ``LF`` line ends, obsolete line folding, a leading empty line, anything h11's
+  grammar refuses: h11 reads it and raises its own error;
+- ``transfer-encoding``, a content-length other than zero or given twice: the body is
+  h11's to read; ``upgrade``: a WebSocket handshake is handed over with h11's event;
+- a missing (HTTP/1.1) or repeated ``host``: h11's error answers it.
+
+A plain head has no body, so the request ends with it: ``expect: 100-continue`` asks for
+nothing, and a ``CONNECT`` proposes no switch that h11 would act on; both are read here.
+
+``tests/unit/protocol/test_request.py`` holds the proof: for any bytes, an
+:class:`~.http11.HTTPConnection` gives the same actions (scope, messages, answers, log
+lines) with this reader as with h11 alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import h11
+
+# h11's grammar, so that this reader accepts exactly the heads h11's reader accepts.
+from h11._abnf import header_field, request_line
+
+__all__ = ["Head", "read_head", "read_plain_head"]
+
+
+class Head(NamedTuple):
+    """What one pass over a request head tells."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: list[tuple[bytes, bytes]]  #: the ASGI header list, names lowercased
+    websocket: bool  #: an upgrade to WebSocket
+    size: int  #: bytes of the head, as sent
+    content_length: bytes | None
+    chunked: bool
+    close: bool  #: ``connection: close``
+
+
+#: The request headers read_head looks at.
+_FRAMING = {b"content-length": 1, b"transfer-encoding": 2, b"upgrade": 3, b"connection": 4}
+
+
+def _has_close(value: bytes) -> bool:
+    """``close`` among the tokens of a ``connection`` header, as h11 splits them."""
+    return b"close" in [token.strip() for token in value.lower().split(b",")]
+
+
+def read_head(request: h11.Request) -> Head:
+    """The head of a request h11 parsed."""
+    full = getattr(request.headers, "_full_items", None)  # (raw name, name, value), no copy
+    if full is None:
+        full = [(name, name, value) for name, value in request.headers]
+    items: list[tuple[bytes, bytes]] = []
+    append = items.append
+    size = len(request.method) + len(request.target) + 12
+    upgrade = connection = chunked = close = False
+    content_length: bytes | None = None
+    framing = _FRAMING.get
+    for _, name, value in full:
+        append((name, value))
+        size += len(name) + len(value) + 4
+        kind = framing(name)
+        if kind is None:
+            continue
+        if kind == 1:
+            content_length = value
+        elif kind == 2:
+            chunked = True
+        elif kind == 3:
+            upgrade = value.lower() == b"websocket"
+        else:
+            connection = connection or b"upgrade" in [token.strip() for token in value.lower().split(b",")]
+            close = close or _has_close(value)
+    return Head(
+        request.method,
+        request.target,
+        request.http_version,
+        items,
+        upgrade and connection,
+        size,
+        content_length,
+        chunked,
+        close,
+    )
+
+
+#: One whole head and nothing after it: h11's request line and header fields, each line
+#: ended by CRLF, then the empty line. The fields' classes exclude CR and LF, so a match
+#: has no bare LF and ends at the head's first empty line, as h11's reader does.
+_WHOLE_HEAD = re.compile(rf"{request_line}\r\n(?P<fields>(?:{header_field}\r\n)*)\r\n".encode("ascii"))
+#: Name and value of each field of a matched head (the value without its OWS, as h11).
+_FIELD = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+
+_LENGTH, _H11, _CONNECTION, _HOST = 1, 2, 3, 4
+#: The fields read_plain_head looks at; _H11: the request is h11's to read.
+_NOTED = {
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _H11,
+    b"upgrade": _H11,
+    b"connection": _CONNECTION,
+    b"host": _HOST,
+}
+
+
+def read_plain_head(data: bytes) -> Head | None:
+    """``data`` read as one whole bodiless request head, or None: h11 reads it."""
+    match = _WHOLE_HEAD.fullmatch(data)
+    if match is None:
+        return None
+    method, target, version, fields = match.group("method", "target", "http_version", "fields")
+    headers: list[tuple[bytes, bytes]] = []
+    append = headers.append
+    size = len(method) + len(target) + 12
+    hosts = 0
+    close = False
+    length: bytes | None = None
+    noted = _NOTED.get
+    for name, value in _FIELD.findall(fields):
+        name = name.lower()
+        append((name, value))
+        size += len(name) + len(value) + 4
+        kind = noted(name)
+        if kind is None:
+            continue
+        if kind == _LENGTH:
+            # h11 merges repeated lengths and reads bodies: only one zero is read here.
+            if length is not None or not value.isdigit() or len(value) > 20 or int(value):
+                return None
+            length = value
+        elif kind == _CONNECTION:
+            close = close or _has_close(value)
+        elif kind == _HOST:
+            hosts += 1
+        else:
+            return None
+    # h11's Request: HTTP/1.1 needs exactly one host, any version at most one.
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        return None
+    return Head(method, target, version, headers, False, size, length, False, close)

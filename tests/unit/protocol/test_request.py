@@ -1,0 +1,239 @@
+"""``read_plain_head`` reads what h11 would, or leaves the request to h11.
+
+The property: for any bytes a client may send as one read, an :class:`HTTPConnection`
+with the plain-head reader (the default) returns the same actions as one where h11 reads
+every request (``fast_heads=False``): the same scope for each app, the same messages, the
+same answers and refusals on the wire, the same log lines, timers and closes, and the
+same again for the request after it on the same connection. The heads are drawn from
+parts meant to reach every rule the reader keeps: h11's grammar (names, separators,
+whitespace, line ends, obsolete folding, leading empty lines), the fields it hands to h11
+(``transfer-encoding``, ``expect``, ``upgrade``, lengths), ``host`` counting, versions and
+what follows the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from channelserver.errors import ASGIProtocolError, ClientDisconnected
+from channelserver.protocol.events import Deliver, StartApp, Upgrade
+from channelserver.protocol.http11 import HTTPConnection
+from channelserver.protocol.request import read_plain_head
+
+CLIENT = ("127.0.0.1", 53122)
+SERVER = ("127.0.0.1", 8000)
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+BODY = {"type": "http.response.body", "body": b"hi"}
+NEXT = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def mostly(usual: list[bytes], odd: list[bytes], binary: int = 4, one_in: int = 8) -> st.SearchStrategy[bytes]:
+    """One of ``usual``, except one time in ``one_in``: one of ``odd`` or a few random
+    bytes. So a good part of the heads drawn are plain, and most others differ from a
+    plain head in one or two places."""
+    unusual = st.one_of(st.sampled_from(odd), st.binary(max_size=binary))
+    return st.integers(1, one_in).flatmap(lambda i: unusual if i == 1 else st.sampled_from(usual))
+
+
+methods = mostly(
+    [b"GET", b"GET", b"HEAD", b"POST", b"DELETE", b"OPTIONS", b"CONNECT"], [b"get", b"G ET", b"", b"M\x00"]
+)
+targets = mostly(
+    [b"/", b"/a?b=c", b"*", b"http://h/x?y", b"/%7Ezz", b"/%zz", b"/ws/"], [b"/\xff", b"", b"/a b", b"/\x7f"], 6
+)
+versions = mostly(
+    [b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"], [b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.1 ", b"HTTP/1.10", b"http/1.1", b""]
+)
+names = mostly(
+    [b"Accept", b"user-agent", b"X-A", b"Cookie", b"Connection", b"connection", b"Content-Length", b"sec-x"],
+    [b"Host", b"host", b"Transfer-Encoding", b"Expect", b"Upgrade", b"Bad Name", b"", b"A\x80", b"a:b"],
+    4,
+    16,
+)
+separators = mostly([b": ", b":", b":\t", b":  ", b": \t"], [b" :", b"\t:"], 2, 20)
+values = mostly(
+    [
+        b"a",
+        b"127.0.0.1",
+        b"0",
+        b"00",
+        b"close",
+        b"Keep-Alive, Close",
+        b"keep-alive",
+        b"a  b",
+        b"\x80\xff",
+        b"\x01\x7f",
+        b"",
+    ],
+    [
+        b"5",
+        b"0, 0",
+        b"0,5",
+        b"-1",
+        b"123456789012345678901",
+        b"chunked",
+        b"upgrade",
+        b"100-continue",
+        b"websocket",
+        b"\x00",
+        b"x\ry",
+        b"x\ny",
+    ],
+    6,
+    16,
+)
+trailing_ows = st.sampled_from([b"", b"", b"", b" ", b"\t", b" \t"])
+line_ends = mostly([b"\r\n"], [b"\n", b"\r", b"\r\n ", b"\r\n\t", b" \r\n"], 2, 20)
+fields = st.lists(st.tuples(names, separators, values, trailing_ows, line_ends), max_size=5).map(
+    lambda items: b"".join(name + sep + value + ows + end for name, sep, value, ows, end in items)
+)
+afters = mostly([b""], [b"hello", NEXT, b"GET /x HTTP/1.1\r\n", b"\r\n", b"\n"], 8)
+#: The fields that decide between the plain reader and h11, in half the heads.
+noted = st.one_of(
+    st.just(b""),
+    st.sampled_from(
+        [
+            b"Content-Length: 0\r\n",
+            b"content-length: 00\r\n",
+            b"Content-Length: 5\r\n",
+            b"Content-Length: 0, 0\r\n",
+            b"Content-Length: 0\r\nContent-Length: 0\r\n",
+            b"Content-Length: 000000000000000000000\r\n",
+            b"Content-Length: 123456789012345678901\r\n",
+            b"Content-Length: +0\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            b"Upgrade: h2c\r\n",
+            b"Upgrade:\r\n",
+            b"Expect: 100-continue\r\n",
+            b"Connection: close\r\n",
+            b"Connection: keep-alive, CLOSE\r\n",
+        ]
+    ),
+)
+heads = st.builds(
+    lambda lead, method, target, version, end, host, noted, fields, blank, after: (
+        lead + method + b" " + target + b" " + version + end + host + noted + fields + blank + after
+    ),
+    mostly([b""], [b"\r\n", b"\n", b" "], 2),
+    methods,
+    targets,
+    versions,
+    line_ends,
+    mostly([b"Host: a\r\n"], [b"", b"host:b \r\n", b"Host: a\r\nHost: a\r\n"], 0),
+    noted,
+    fields,
+    mostly([b"\r\n"], [b"\n", b"\r\n\r\n"], 2),
+    afters,
+)
+options = st.sampled_from([{}, {}, {"max_headers": 3}, {"max_incomplete_event_size": 48}, {"max_body_size": 0}])
+
+
+def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"") -> list[Any]:
+    """Everything the machine does for ``data`` (one read) and ``more`` (the next read,
+    before any answer), with an app that asks for each request's body and answers it,
+    then for one more request on the same connection."""
+    machine = HTTPConnection(client=CLIENT, server=SERVER, fast_heads=fast, **opts)
+    cycles: list[Any] = []
+    record: list[Any] = []
+    answered = 0
+
+    def execute(actions: list[Any]) -> None:
+        for action in actions:
+            if type(action) is StartApp:
+                cycles.append(action.cycle)
+                record.append(("start", len(cycles) - 1, action.scope))
+            elif type(action) is Deliver:
+                record.append(("deliver", cycles.index(action.cycle), action.message))
+            elif type(action) is Upgrade:
+                request = action.request
+                head = (request.method, request.target, request.http_version, list(request.headers))
+                record.append(("upgrade", head, action.trailing_data))
+            else:
+                record.append(action)
+
+    def answer() -> None:
+        nonlocal answered
+        while answered < len(cycles):  # an answer may start a pipelined request's app
+            index = answered
+            answered += 1
+            record.append(("answered", index))
+            execute(machine.app_wants_body(cycles[index]))
+            try:
+                execute(machine.app_send(cycles[index], START))
+                execute(machine.app_send(cycles[index], BODY))
+            except (ASGIProtocolError, ClientDisconnected) as exc:
+                record.append(("raised", type(exc).__name__, str(exc)))
+
+    execute(machine.start())
+    execute(machine.receive_data(data))
+    if more:
+        execute(machine.receive_data(more))
+    answer()
+    if not machine.closed:
+        execute(machine.receive_data(NEXT))
+        answer()
+    return record
+
+
+SAME = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+#: What the next read may bring: nothing, a body, a chunked body's end, a request.
+MORE = [b"", b"hello", b"0\r\n\r\n", NEXT]
+
+
+@SAME
+@given(heads, options, st.sampled_from(MORE))
+def test_the_plain_head_reader_changes_nothing_h11_would_do(data: bytes, opts: dict[str, Any], more: bytes) -> None:
+    assert trace(data, True, opts, more) == trace(data, False, opts, more)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n",
+        b"GET /a%20b?x=1 HTTP/1.0\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHOST:a\r\nConnection: Keep-Alive, Close \r\nX-Empty:\r\n\r\n",
+        b"DELETE /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nx:\t\x80\xff\t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",  # no body to continue to
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+def test_plain_heads_are_read_without_h11(data: bytes) -> None:
+    """The kinds of head read_plain_head exists for are read by it, and the result is
+    h11's: the property above would pass trivially if the reader read nothing."""
+    assert read_plain_head(data) is not None
+    machine = HTTPConnection(client=CLIENT, server=SERVER)
+    actions = machine.receive_data(data)
+    assert machine.h11_unfed  # h11 never saw the bytes
+    for more in MORE:
+        assert trace(data, True, {}, more) == trace(data, False, {}, more)
+    scope = next(action.scope for action in actions if type(action) is StartApp)
+    assert all(name == name.lower() for name, _ in scope["headers"])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",  # pipelined
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",  # a body follows
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",  # h11 merges
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no host
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n  2\r\n\r\n",  # obsolete folding
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n",  # not whole
+    ],
+)
+def test_other_heads_are_left_to_h11(data: bytes) -> None:
+    assert read_plain_head(data) is None
+    for more in MORE:
+        assert trace(data, True, {}, more) == trace(data, False, {}, more)
