@@ -148,9 +148,8 @@ class HTTPConnection:
     def _folded(self, data: bytes) -> bool:
         """Obsolete line folding (RFC 9112 section 5.2) in the request head that ``data``
         starts or goes on with: h11 would unfold it; it is refused instead. The last bytes
-        of a head not yet complete are kept to find a fold split across reads."""
-        if not self.head_tail and b"\r\n " not in data and b"\r\n\t" not in data and data.endswith(b"\r\n\r\n"):
-            return False  # one whole head (or heads), no fold anywhere: the usual read
+        of a head not yet complete are kept to find a fold split across reads. Only the
+        head is searched: a scan of a large body after it would cost more than the head."""
         probe = self.head_tail + data if self.head_tail else data
         end = probe.find(b"\r\n\r\n")
         if end < 0:
