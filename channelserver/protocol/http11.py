@@ -421,6 +421,7 @@ class HTTPConnection:
     def _request(self, head: Head, actions: list[Action], request: h11.Request | None = None) -> bool:
         """A request head was read (by h11, ``request``, or by read_plain_head): start its
         cycle and app. True if its body is to be read next."""
+        self.head_tail = b""  # a head was read: the fold check starts afresh with the next one
         refusal = self._refuse_request(head)
         if refusal is not None:
             self._refuse(*refusal, actions)

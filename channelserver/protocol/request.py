@@ -101,8 +101,9 @@ def read_head(request: h11.Request) -> Head:
 #: ended by CRLF, then the empty line. The fields' classes exclude CR and LF, so a match
 #: has no bare LF and ends at the head's first empty line, as h11's reader does.
 _WHOLE_HEAD = re.compile(rf"{request_line}\r\n(?P<fields>(?:{header_field}\r\n)*)\r\n".encode("ascii"))
-#: Name and value of each field of a matched head (the value without its OWS, as h11).
-_FIELD = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+#: Name and value (with its trailing OWS, stripped after) of each field of a matched head.
+#: Greedy and with no lazy part, so linear however long a run of whitespace is.
+_FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*)\r\n")
 
 _LENGTH, _H11, _CONNECTION, _HOST = 1, 2, 3, 4
 #: The fields read_plain_head looks at; _H11: the request is h11's to read.
@@ -130,6 +131,7 @@ def read_plain_head(data: bytes) -> Head | None:
     noted = _NOTED.get
     for name, value in _FIELD.findall(fields):
         name = name.lower()
+        value = value.rstrip(b" \t")
         append((name, value))
         size += len(name) + len(value) + 4
         kind = noted(name)

@@ -428,6 +428,16 @@ def test_shutdown_closes_an_idle_keep_alive_connection() -> None:
     assert pair.kinds(pair.shutdown()) == ["CloseTransport"]
 
 
+def test_shutdown_closes_an_idle_connection_whose_last_head_ended_with_bare_lf() -> None:
+    """h11 ends a head at LF CR LF too; what the fold check kept of that head must not
+    make the connection look as if a next head had begun."""
+    pair = HTTPPair()
+    pair.feed(b"GET / HTTP/1.1\r\nHost: a\n\r\n")
+    answer(pair, pair.cycle)
+    assert pair.response().status == 200
+    assert pair.kinds(pair.shutdown()) == ["CloseTransport"]
+
+
 def test_shutdown_serves_a_connection_whose_first_request_is_still_on_the_wire() -> None:
     """A connection accepted just before the shutdown has not had its request yet; closing
     it would fail a client that did nothing wrong. It gets a short timer, and its request

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.events import Deliver, StartApp, Upgrade
-from channelserver.protocol.http11 import HTTPConnection
+from channelserver.protocol.http11 import KEEP_ALIVE, HTTPConnection
 from channelserver.protocol.request import read_plain_head
 
 CLIENT = ("127.0.0.1", 53122)
@@ -133,10 +133,12 @@ heads = st.builds(
 options = st.sampled_from([{}, {}, {"max_headers": 3}, {"max_incomplete_event_size": 48}, {"max_body_size": 0}])
 
 
-def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"") -> list[Any]:
-    """Everything the machine does for ``data`` (one read) and ``more`` (the next read,
-    before any answer), with an app that asks for each request's body and answers it,
-    then for one more request on the same connection."""
+def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"", before: bytes = b"") -> list[Any]:
+    """Everything the machine does, with an app that asks for each request's body and
+    answers it: for ``before`` (an earlier read, answered first, so that what a request h11
+    read leaves behind meets the next one), ``data`` (one read) and ``more`` (the next
+    read, before any answer), then for one more request on the same connection, then for
+    a shutdown, the keep-alive timer and the peer leaving."""
     machine = HTTPConnection(client=CLIENT, server=SERVER, fast_heads=fast, **opts)
     cycles: list[Any] = []
     record: list[Any] = []
@@ -170,6 +172,9 @@ def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"") -> l
                 record.append(("raised", type(exc).__name__, str(exc)))
 
     execute(machine.start())
+    if before:
+        execute(machine.receive_data(before))
+        answer()
     execute(machine.receive_data(data))
     if more:
         execute(machine.receive_data(more))
@@ -177,6 +182,9 @@ def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"") -> l
     if not machine.closed:
         execute(machine.receive_data(NEXT))
         answer()
+    execute(machine.shutdown())
+    execute(machine.timer_fired(KEEP_ALIVE))
+    execute(machine.eof())
     return record
 
 
@@ -185,12 +193,45 @@ SAME = settings(max_examples=1500, deadline=None, database=None, suppress_health
 
 #: What the next read may bring: nothing, a body, a chunked body's end, a request.
 MORE = [b"", b"hello", b"0\r\n\r\n", NEXT]
+#: Requests h11 reads, on the connection before the drawn one.
+BEFORE = [
+    b"",
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",  # a bare LF ends the head
+    b"GET / HTTP/1.1\nHost: a\n\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n",  # a head in two reads
+]
 
 
 @SAME
-@given(heads, options, st.sampled_from(MORE))
-def test_the_plain_head_reader_changes_nothing_h11_would_do(data: bytes, opts: dict[str, Any], more: bytes) -> None:
-    assert trace(data, True, opts, more) == trace(data, False, opts, more)
+@given(heads, options, st.sampled_from(MORE), st.sampled_from(BEFORE))
+def test_the_plain_head_reader_changes_nothing_h11_would_do(
+    data: bytes, opts: dict[str, Any], more: bytes, before: bytes
+) -> None:
+    assert trace(data, True, opts, more, before) == trace(data, False, opts, more, before)
+
+
+@SAME
+@given(heads, st.integers(-3, 3))
+def test_the_head_size_limit_is_h11s(data: bytes, delta: int) -> None:
+    """A head as large as the limit is taken, a byte more is refused (431), in both; the
+    limit is drawn around the size of the head that was drawn."""
+    head = read_plain_head(data)
+    opts = {"max_incomplete_event_size": max(1, (head.size if head else len(data)) + delta)}
+    assert trace(data, True, opts) == trace(data, False, opts)
+
+
+def test_the_head_size_is_counted_as_h11s_reader_counts_it() -> None:
+    """Fields without a space after the colon count one byte more than they take, so this
+    head's counted size passes its length, and limits between the two reach the plain
+    reader's own size check."""
+    data = b"GET / HTTP/1.1\r\nHost:a\r\nX:a\r\nY:a\r\nZ:a\r\n\r\n"
+    head = read_plain_head(data)
+    assert head is not None and head.size > len(data)
+    for limit in range(len(data) - 2, head.size + 3):
+        opts = {"max_incomplete_event_size": limit}
+        assert trace(data, True, opts) == trace(data, False, opts), limit
 
 
 @pytest.mark.parametrize(
