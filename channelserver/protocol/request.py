@@ -31,6 +31,7 @@ import h11
 
 # h11's grammar, so that this reader accepts exactly the heads h11's reader accepts.
 from h11._abnf import header_field, request_line
+from h11._headers import CONTENT_LENGTH_MAX_DIGITS
 
 __all__ = ["Head", "read_head", "read_plain_head"]
 
@@ -139,7 +140,7 @@ def read_plain_head(data: bytes) -> Head | None:
             continue
         if kind == _LENGTH:
             # h11 merges repeated lengths and reads bodies: only one zero is read here.
-            if length is not None or not value.isdigit() or len(value) > 20 or int(value):
+            if length is not None or not value.isdigit() or len(value) > CONTENT_LENGTH_MAX_DIGITS or int(value):
                 return None
             length = value
         elif kind == _CONNECTION:
