@@ -54,9 +54,9 @@ class Head(NamedTuple):
 _FRAMING = {b"content-length": 1, b"transfer-encoding": 2, b"upgrade": 3, b"connection": 4}
 
 
-def _has_close(value: bytes) -> bool:
-    """``close`` among the tokens of a ``connection`` header, as h11 splits them."""
-    return b"close" in [token.strip() for token in value.lower().split(b",")]
+def _tokens(value: bytes) -> list[bytes]:
+    """The tokens of a ``connection`` header, as h11 splits them."""
+    return [token.strip() for token in value.lower().split(b",")]
 
 
 def read_head(request: h11.Request) -> Head:
@@ -83,8 +83,9 @@ def read_head(request: h11.Request) -> Head:
         elif kind == 3:
             upgrade = value.lower() == b"websocket"
         else:
-            connection = connection or b"upgrade" in [token.strip() for token in value.lower().split(b",")]
-            close = close or _has_close(value)
+            tokens = _tokens(value)
+            connection = connection or b"upgrade" in tokens
+            close = close or b"close" in tokens
     return Head(
         request.method,
         request.target,
@@ -144,7 +145,7 @@ def read_plain_head(data: bytes) -> Head | None:
                 return None
             length = value
         elif kind == _CONNECTION:
-            close = close or _has_close(value)
+            close = close or b"close" in _tokens(value)
         elif kind == _HOST:
             hosts += 1
         else:

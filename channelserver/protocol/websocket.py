@@ -568,11 +568,7 @@ class WebSocketConnection:
         while i < end:
             owed = self.owed
             if owed:  # the rest of a frame wsproto is reading
-                chunk = data[i : i + owed]
-                i += len(chunk)
-                self.owed = owed - len(chunk)
-                ws.receive_data(chunk)
-                self._events(actions)
+                i = self._to_wsproto(data, i, owed, actions)
                 if self.closed:
                     return actions
                 continue
@@ -624,14 +620,22 @@ class WebSocketConnection:
                 # else a bigger frame still arriving: wsproto reads it as it comes
             elif opcode < 0x8:  # data frames open or close a fragmented message
                 self.fragmented = not first & 0x80
-            chunk = data[i : i + total]
-            i += len(chunk)
-            self.owed = total - len(chunk)
-            ws.receive_data(chunk)
-            self._events(actions)
+            i = self._to_wsproto(data, i, total, actions)
             if self.closed:
                 return actions
         return actions
+
+    def _to_wsproto(self, data: bytes, i: int, size: int, actions: list[Action]) -> int:
+        """Hand wsproto what ``data`` holds of the ``size`` bytes from ``i`` on (a frame,
+        or the rest of one) and act on its events; the rest is owed. Returns where the
+        handed bytes end."""
+        ws = self.ws
+        assert ws is not None
+        chunk = data[i : i + size]
+        self.owed = size - len(chunk)
+        ws.receive_data(chunk)
+        self._events(actions)
+        return i + len(chunk)
 
     @staticmethod
     def _plain_message(first: int, key: bytes, masked: bytes) -> dict[str, Any] | None:
