@@ -5,7 +5,7 @@ after it), which :func:`.request.read_plain_head` reads with h11's grammar and r
 responses are written by :mod:`.response` with h11's rules.
 
 Inputs: :meth:`receive_data` (peer bytes), :meth:`eof` (peer gone), :meth:`app_send`,
-:meth:`app_failed`, :meth:`app_returned`, :meth:`timer_fired`, :meth:`app_wants_body`
+:meth:`app_misused`, :meth:`app_failed`, :meth:`app_returned`, :meth:`timer_fired`, :meth:`app_wants_body`
 (the app awaits ``receive()``: time to send ``100 Continue``), :meth:`shutdown`.
 Outputs: lists of :mod:`.events` actions.
 
@@ -236,6 +236,10 @@ class HTTPConnection:
             return []
         cycle.pending_start = None
         return [Write(self._send_head(cycle, pending, None))]
+
+    def app_misused(self, cycle: HTTPCycle) -> list[Action]:
+        """The app's ``send()`` raised ``ASGIProtocolError``: as for a failure."""
+        return self.app_failed(cycle)
 
     def app_failed(self, cycle: HTTPCycle) -> list[Action]:
         """The app misused ASGI or raised: answer 500 if nothing was sent, else close."""

@@ -2,7 +2,7 @@
 
 Built from the h11 upgrade request. Inputs: :meth:`start`, :meth:`receive_data`,
 :meth:`eof`, :meth:`app_send`, :meth:`app_got_disconnect` (the app's ``receive()`` just
-returned ``websocket.disconnect``), :meth:`app_failed`, :meth:`app_returned`,
+returned ``websocket.disconnect``), :meth:`app_misused`, :meth:`app_failed`, :meth:`app_returned`,
 :meth:`timer_fired`, :meth:`shutdown`. Outputs: lists of :mod:`.events` actions.
 
 Rules kept here:
@@ -296,6 +296,10 @@ class WebSocketConnection:
         if not more:
             self._finish_denial(actions)
         return actions
+
+    def app_misused(self, cycle: WebSocketCycle) -> list[Action]:
+        """The app's ``send()`` raised ``ASGIProtocolError``: as for a failure."""
+        return self.app_failed(cycle)
 
     def app_failed(self, cycle: WebSocketCycle | None = None) -> list[Action]:
         """The app misused ASGI or raised: 500 before accept, close 1011 after."""

@@ -169,11 +169,11 @@ class AppInstance:
                 self.conn.run(actions)
 
     def _misused(self, exc: ASGIProtocolError) -> None:
-        """Logged once; the machine answers 500 or closes."""
+        """Logged once; the machine decides what the peer gets (``app_misused``)."""
         if self.failure is None:
             self.failure = exc
             error_log.error("ASGI protocol error: %s", exc)
-            self.conn.run(self.machine.app_failed(self.cycle))
+            self.conn.run(self.machine.app_misused(self.cycle))
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:
