@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
-from .eager import start_eagerly
+from .eager import EAGER, start_task
 
 if TYPE_CHECKING:
     from .connection import ConnectionProtocol
@@ -85,19 +85,20 @@ class AppInstance:
         self.status: int | None = None
         self.started = time.monotonic() if conn.state.access_log_enabled else 0.0
         cycle.handle = self
-        #: The Task carrying the instance once it suspended; None before start and when it
-        #: finished without ever waiting.
-        self.task: asyncio.Future[None] | None = None
+        #: The Task carrying the instance, from start() on.
+        self.task: asyncio.Task[None] | None = None
         self.finished = False
-        #: True while the app's first step runs inside start() (see eager.py).
+        #: True while the app's first step runs inside start(), eagerly (see eager.py).
         self.eager = False
 
     def start(self, eager: bool) -> None:
+        """Start the instance's Task: eagerly where asyncio can (see eager.py), so its first
+        step has run when this returns; else on the next loop turn."""
         self.coro = coro = self.run()
-        if eager:
+        if eager and EAGER:
             self.eager = True
             try:
-                self.task = start_eagerly(self.conn.loop, coro)
+                self.task = start_task(self.conn.loop, coro, eager=True)
             finally:
                 self.eager = False
             if not self.finished:
@@ -105,7 +106,7 @@ class AppInstance:
                 # head goes out now rather than with a body part that may be a while.
                 self.flush_head()
         else:
-            self.task = self.conn.loop.create_task(coro)
+            self.task = start_task(self.conn.loop, coro, eager=False)
 
     # -- the application's view ------------------------------------------------------
     async def receive(self) -> dict[str, Any]:

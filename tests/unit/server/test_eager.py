@@ -1,128 +1,281 @@
-"""``server.eager.start_eagerly``: a coroutine's first step runs now; if it suspends, it
-carries on exactly as a Task would (results, exceptions, cancellation, its own context)."""
+"""Every step of an app instance runs inside one asyncio Task, started the way the event
+loop really starts it: ``data_received`` called from a plain loop callback (a socket
+read), never from inside a Task.
+
+Python 3.12+ starts the Task eagerly (asyncio's own ``eager_start``: the first step runs
+inside ``data_received``); 3.10 and 3.11 start a plain Task. Either way the app's first
+line and every later step see the same ``asyncio.current_task()``, so
+``asyncio.timeout()``, ``asyncio.wait_for`` and anyio task groups work in the first step.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import h11
 import pytest
+import uvloop
+import wsproto
+from wsproto.connection import ConnectionType
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from channelserver.server.eager import start_eagerly
+from channelserver.config import Config
+from channelserver.server.connection import ConnectionProtocol, ServerState
+from channelserver.server.eager import EAGER, start_task
 
+from .fakes import MockTransport
+
+TIMEOUT = 5.0
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
-#: Python 3.10 has no Task(context=): start_eagerly only creates the Task there, and the
-#: first step runs on the next loop turn like any Task's.
-eager_only = pytest.mark.skipif(sys.version_info < (3, 11), reason="eager start needs Python 3.11+")
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":  # what --loop auto picks; installed with the test extras
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
-def run(coro: Any) -> Any:
-    loop = asyncio.new_event_loop()
+LOOPS = ["asyncio", "uvloop"]
+
+
+@asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """``asyncio.timeout()`` where it exists (3.11+), else ``asyncio.wait_for`` of a step:
+    both need the current Task."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            yield
+    else:
+        await asyncio.wait_for(asyncio.sleep(0), seconds)
+        yield
+
+
+class Tasks:
+    """Records ``asyncio.current_task()`` at each step of an app instance."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, asyncio.Task[Any] | None]] = []
+        self.done = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def mark(self, step: str) -> None:
+        self.seen.append((step, asyncio.current_task()))
+
+    def check_one_task(self, steps: list[str]) -> None:
+        if self.error is not None:
+            raise self.error
+        assert [step for step, _ in self.seen] == steps
+        tasks = {id(task) for _, task in self.seen}
+        assert None not in [task for _, task in self.seen], f"a step ran outside any Task: {self.seen}"
+        assert len(tasks) == 1, f"the steps ran in {len(tasks)} different Tasks: {self.seen}"
+
+
+def http_app(tasks: Tasks) -> Callable[..., Any]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            tasks.mark("first line")
+            VAR.set(scope["path"])
+            async with deadline(TIMEOUT):
+                tasks.mark("in timeout")
+                await asyncio.wait_for(receive(), TIMEOUT)
+                tasks.mark("after wait_for")
+            async with anyio.create_task_group() as group:
+                group.start_soon(asyncio.sleep, 0)
+                tasks.mark("in task group")
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            tasks.mark("returning")
+            assert VAR.get() == scope["path"]
+        except BaseException as exc:
+            tasks.error = exc
+            raise
+        finally:
+            tasks.done.set()
+
+    return app
+
+
+HTTP_STEPS = ["first line", "in timeout", "after wait_for", "in task group", "returning"]
+
+
+def websocket_app(tasks: Tasks) -> Callable[..., Any]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            tasks.mark("first line")
+            async with deadline(TIMEOUT):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(asyncio.sleep, 0)
+                    assert (await asyncio.wait_for(receive(), TIMEOUT))["type"] == "websocket.connect"
+                    tasks.mark("before accept")
+                await send({"type": "websocket.accept"})
+            async with deadline(TIMEOUT):
+                message = await asyncio.wait_for(receive(), TIMEOUT)
+                tasks.mark("after accept")
+                async with anyio.create_task_group() as group:
+                    group.start_soon(asyncio.sleep, 0)
+                await send({"type": "websocket.send", "text": message["text"]})
+            assert (await receive())["type"] == "websocket.disconnect"
+            tasks.mark("returning")
+        except BaseException as exc:
+            tasks.error = exc
+            raise
+        finally:
+            tasks.done.set()
+
+    return app
+
+
+WS_STEPS = ["first line", "before accept", "after accept", "returning"]
+
+
+def http_get() -> bytes:
+    return h11.Connection(h11.CLIENT).send(h11.Request(method="GET", target="/a", headers=[("Host", "x")])) or b""
+
+
+# -- the Task itself -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_start_task_runs_the_first_step_inside_the_task_it_returns(kind: str) -> None:
+    loop = new_loop(kind)
+    seen: list[Any] = []
+
+    async def coro() -> None:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        seen.append(asyncio.current_task())
+
+    def from_a_callback() -> None:
+        task = start_task(loop, coro(), eager=True)
+        seen.append(task)
+        # eager (3.12+): the first step has run, inside the Task; else it has not run yet
+        assert len(seen) == (2 if EAGER else 1)
+
     try:
-        return loop.run_until_complete(coro)
+        loop.call_soon(from_a_callback)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        while not all(isinstance(t, asyncio.Task) and t.done() for t in seen):
+            loop.run_until_complete(asyncio.sleep(0))
     finally:
         loop.close()
+    task = next(t for t in seen if t is not None)
+    assert seen.count(task) == 3, seen
 
 
-@eager_only
-def test_a_coroutine_that_never_waits_finishes_in_the_first_step() -> None:
-    async def scenario() -> None:
-        steps: list[str] = []
-
-        async def coro() -> None:
-            steps.append("ran")
-
-        assert start_eagerly(asyncio.get_running_loop(), coro()) is None
-        assert steps == ["ran"]
-
-    run(scenario())
+def test_eager_start_is_asyncio_s_own_on_3_12_and_later() -> None:
+    assert EAGER is (sys.version_info >= (3, 12))
 
 
-@eager_only
-def test_a_coroutine_that_waits_gets_the_result_it_awaited() -> None:
-    async def scenario() -> list[Any]:
-        loop = asyncio.get_running_loop()
-        first: asyncio.Future[int] = loop.create_future()
-        seen: list[Any] = []
-
-        async def coro() -> None:
-            seen.append("first step")
-            seen.append(await first)
-            await asyncio.sleep(0)
-            second: asyncio.Future[str] = loop.create_future()
-            loop.call_soon(second.set_result, "second")
-            seen.append(await second)
-
-        task = start_eagerly(loop, coro())
-        assert seen == ["first step"] and task is not None
-        loop.call_soon(first.set_result, 1)
-        await asyncio.wait_for(task, 2)
-        return seen
-
-    assert run(scenario()) == ["first step", 1, "second"]
+# -- data_received from a plain loop callback ----------------------------------------------------
 
 
-def test_an_exception_set_on_the_awaited_future_is_raised_in_the_coroutine() -> None:
-    async def scenario() -> list[str]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        seen: list[str] = []
-
-        async def coro() -> None:
-            try:
-                await fut
-            except ValueError as exc:
-                seen.append(str(exc))
-
-        task = start_eagerly(loop, coro())
-        assert task is not None
-        fut.set_exception(ValueError("from the future"))
-        await asyncio.wait_for(task, 2)
-        return seen
-
-    assert run(scenario()) == ["from the future"]
+@pytest.mark.parametrize("kind", LOOPS)
+def test_http_app_steps_run_in_one_task_when_data_arrives_from_a_loop_callback(kind: str) -> None:
+    loop = new_loop(kind)
+    tasks = Tasks()
+    try:
+        protocol = ConnectionProtocol(ServerState(Config(), http_app(tasks), loop))
+        transport = MockTransport(loop)
+        transport.protocol = protocol
+        protocol.connection_made(transport)
+        loop.call_soon(protocol.data_received, http_get())
+        loop.run_until_complete(asyncio.wait_for(tasks.done.wait(), TIMEOUT))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert b"HTTP/1.1 200 " in transport.buffer and transport.buffer.endswith(b"\r\n\r\nok")
+    finally:
+        loop.close()
+    tasks.check_one_task(HTTP_STEPS)
 
 
-def test_cancelling_the_task_cancels_the_coroutine() -> None:
-    async def scenario() -> list[str]:
-        loop = asyncio.get_running_loop()
-        seen: list[str] = []
+@pytest.mark.parametrize("kind", LOOPS)
+def test_websocket_app_steps_run_in_one_task_when_data_arrives_from_a_loop_callback(kind: str) -> None:
+    loop = new_loop(kind)
+    tasks = Tasks()
+    client = wsproto.WSConnection(ConnectionType.CLIENT)
 
-        async def coro() -> None:
-            try:
-                await loop.create_future()
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
+    async def scenario(protocol: ConnectionProtocol, transport: MockTransport) -> None:
+        while True:
+            await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+            client.receive_data(transport.take())
+            if any(isinstance(e, AcceptConnection) for e in client.events()):
+                break
+        loop.call_soon(protocol.data_received, client.send(TextMessage(data="hello")))
+        while True:
+            await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+            client.receive_data(transport.take())
+            texts = [e.data for e in client.events() if isinstance(e, TextMessage)]
+            if texts:
+                assert texts == ["hello"]
+                break
+        loop.call_soon(protocol.data_received, client.send(CloseConnection(code=1000)))
+        await asyncio.wait_for(tasks.done.wait(), TIMEOUT)
 
-        task = start_eagerly(loop, coro())
-        assert task is not None
-        await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return seen
+    try:
+        protocol = ConnectionProtocol(ServerState(Config(ws_ping_interval=None), websocket_app(tasks), loop))
+        transport = MockTransport(loop)
+        transport.protocol = protocol
+        protocol.connection_made(transport)
+        loop.call_soon(protocol.data_received, client.send(Request(host="x", target="/ws")))
+        loop.run_until_complete(scenario(protocol, transport))
+    finally:
+        loop.close()
+    tasks.check_one_task(WS_STEPS)
 
-    assert run(scenario()) == ["cancelled"]
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_http_app_steps_run_in_one_task_on_a_real_socket(kind: str) -> None:
+    """The loop itself reads the socket and calls ``data_received``."""
+    loop = new_loop(kind)
+    tasks = Tasks()
+
+    async def scenario() -> bytes:
+        state = ServerState(Config(), http_app(tasks), loop)
+        server = await loop.create_server(lambda: ConnectionProtocol(state), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(http_get())
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), TIMEOUT)
+            writer.close()
+            await asyncio.wait_for(tasks.done.wait(), TIMEOUT)
+            return answer
+        finally:
+            server.close()
+
+    try:
+        answer = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    tasks.check_one_task(HTTP_STEPS)
 
 
-def test_each_coroutine_has_its_own_context() -> None:
-    async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        gate: asyncio.Future[None] = loop.create_future()
+def test_context_variables_set_by_one_request_are_not_seen_by_the_next() -> None:
+    loop = asyncio.new_event_loop()
+    seen: list[str] = []
 
-        async def coro() -> None:
-            VAR.set("inside")
-            await gate
-            assert VAR.get() == "inside"
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(VAR.get())
+        VAR.set(scope["path"])
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
 
-        task = start_eagerly(loop, coro())
-        assert VAR.get() == "unset", "the context variable leaked out of the instance"
-        gate.set_result(None)
-        assert task is not None
-        await asyncio.wait_for(task, 2)
-
-    run(scenario())
+    try:
+        protocol = ConnectionProtocol(ServerState(Config(), app, loop))
+        transport = MockTransport(loop)
+        transport.protocol = protocol
+        protocol.connection_made(transport)
+        for _ in range(3):
+            loop.call_soon(protocol.data_received, http_get())
+            loop.run_until_complete(asyncio.wait_for(transport.wrote.wait(), TIMEOUT))
+            transport.take()
+    finally:
+        loop.close()
+    assert seen == ["unset", "unset", "unset"]
+    assert VAR.get() == "unset"
