@@ -19,7 +19,10 @@ Rules kept here:
 - a WebSocket upgrade request is handed over as :class:`Upgrade` with the bytes after it;
 - a request h11 cannot parse gets the status h11 suggests (400, 431, ...) and a close;
 - HEAD responses carry no body; a whole response sent in one body message gets a
-  ``content-length`` when the app did not set one.
+  ``content-length`` when the app did not set one;
+- a message the app's ``send()`` refuses has no effect: a 500 answers only an app that
+  sent nothing valid; a head the app committed stands (an app that stops after it gets it
+  written, then the connection closed, as its body is incomplete).
 """
 
 from __future__ import annotations
@@ -190,43 +193,43 @@ class HTTPConnection:
         return []
 
     def app_send(self, cycle: HTTPCycle, message: Any) -> list[Action]:
-        """Raises ``ASGIProtocolError`` on misuse, ``ClientDisconnected`` once the peer left."""
+        """Raises ``ASGIProtocolError`` on misuse, ``ClientDisconnected`` once the peer left.
+        A refused message has no effect: the cycle stays where it was."""
         what, value = cycle.on_app_message(message)
         if what == "start":
             return []
         body, more = value
-        out: list[bytes] = []
+        head = b""
         pending = cycle.pending_start
+        keep_alive = self.keep_alive
         if pending is not None:
             cycle.pending_start = None
-            out.append(self._send_head(cycle, pending, None if more else len(body)))
+            head = self._send_head(cycle, pending, None if more else len(body))
         writer = self.writer
-        if body and writer is not None:
+        data = b""
+        if writer is not None and (body or not more):
             try:
-                data = writer.data(body)
+                data = writer.data(body) if more else writer.last(body)
             except ResponseError as exc:
-                raise ASGIProtocolError(f"http.response.body: {exc} ({cycle.where})") from None
-            if data:
-                out.append(data)
-        actions: list[Action] = []
+                # Refused: the body part has no effect, and a head that was to go with it
+                # is held back again (the app may still send a body that fits it).
+                cycle.state = State.RESPONSE
+                if pending is not None:
+                    cycle.pending_start = pending
+                    self.writer = None
+                    self.responding = False
+                    self.keep_alive = keep_alive
+                short = ""
+                if not more and writer.length is not None and len(body) < writer.length:
+                    short = ": the body is shorter than the content-length header says"
+                raise ASGIProtocolError(f"http.response.body: {exc}{short} ({cycle.where})") from None
         if not more:
-            if writer is not None:
-                try:
-                    end = writer.end()
-                except ResponseError as exc:
-                    cycle.state = State.RESPONSE
-                    raise ASGIProtocolError(
-                        f"http.response.body: {exc}: the body is shorter than the content-length "
-                        f"header says ({cycle.where})"
-                    ) from None
-                if end:
-                    out.append(end)
-            actions.append(Write(b"".join(out) if len(out) != 1 else out[0]))
-            actions.append(Deliver(cycle, _DISCONNECT))
+            actions: list[Action] = [Write(head + data if head else data), Deliver(cycle, _DISCONNECT)]
             self._response_complete(actions)
-        elif out:
-            actions.append(Write(b"".join(out) if len(out) > 1 else out[0]))
-        return actions
+            return actions
+        if head or data:
+            return [Write(head + data if head else data)]
+        return []
 
     def flush_head(self, cycle: HTTPCycle) -> list[Action]:
         """The app started a response and went on to wait for something else: send the
@@ -238,24 +241,45 @@ class HTTPConnection:
         return [Write(self._send_head(cycle, pending, None))]
 
     def app_misused(self, cycle: HTTPCycle) -> list[Action]:
-        """The app's ``send()`` raised ``ASGIProtocolError``: as for a failure."""
+        """The app's ``send()`` raised ``ASGIProtocolError``. The refused message had no
+        effect: once a valid head is committed (the cycle is in RESPONSE, its head written
+        or held back for the first body part), the response stands and the app may go on
+        with its body. Before that, nothing valid was sent: 500."""
+        if cycle.state is State.RESPONSE:
+            return []
         return self.app_failed(cycle)
 
     def app_failed(self, cycle: HTTPCycle) -> list[Action]:
-        """The app misused ASGI or raised: answer 500 if nothing was sent, else close."""
-        if cycle.state is State.REQUEST or (cycle.state is State.RESPONSE and cycle.pending_start is not None):
+        """The app raised or misused ASGI with nothing valid sent, or returned without
+        completing its response. No head committed: 500. A committed head stands: if it
+        was still held back it is written now, then the connection closes (the response
+        is incomplete; a client reading a chunked or sized body sees it cut short)."""
+        state = cycle.state
+        if state is State.RESPONSE:
             cycle.state = State.COMPLETE
+            pending = cycle.pending_start
+            if pending is None or cycle is not self.cycle:
+                return self._close()
             cycle.pending_start = None
-            if cycle is self.cycle and not self.responding:
-                actions: list[Action] = [Write(self._error_bytes(500, "Internal Server Error\n"))]
-                actions.append(Deliver(cycle, _DISCONNECT))
-                self._response_complete(actions)
-                return actions
-            return []
-        if cycle.state is State.RESPONSE:
+            try:
+                head = self._send_head(cycle, pending, None)
+            except ASGIProtocolError as exc:  # the head cannot be written: nothing valid was sent
+                cycle.state = State.COMPLETE
+                return [Log("error", f"ASGI protocol error: {exc}"), *self._internal_error(cycle)]
+            return [Write(head), *self._close()]
+        if state is State.REQUEST:
             cycle.state = State.COMPLETE
-            return self._close()
+            return self._internal_error(cycle)
         return []
+
+    def _internal_error(self, cycle: HTTPCycle) -> list[Action]:
+        cycle.pending_start = None
+        if cycle is not self.cycle or self.responding:
+            return []
+        actions: list[Action] = [Write(self._error_bytes(500, "Internal Server Error\n"))]
+        actions.append(Deliver(cycle, _DISCONNECT))
+        self._response_complete(actions)
+        return actions
 
     def app_returned(self, cycle: HTTPCycle, exc: BaseException | None) -> list[Action]:
         """The app instance of ``cycle`` returned (``exc`` None) or raised ``exc``."""

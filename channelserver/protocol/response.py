@@ -71,6 +71,8 @@ class BodyWriter:
         self.chunked = chunked
 
     def data(self, body: bytes) -> bytes:
+        """A body part with more to come. Raises, changing nothing, if it is more than the
+        declared length leaves room for."""
         length = self.length
         if length is not None:
             if len(body) > length:
@@ -81,10 +83,20 @@ class BodyWriter:
             return b"%x\r\n%s\r\n" % (len(body), body) if body else b""
         return body
 
-    def end(self) -> bytes:
-        if self.length:
-            raise ResponseError("Too little data for declared Content-Length")
-        return b"0\r\n\r\n" if self.chunked else b""
+    def last(self, body: bytes) -> bytes:
+        """The final body part and the end of the body. Raises, changing nothing, if the
+        body would not end at the declared length."""
+        length = self.length
+        if length is not None:
+            if len(body) != length:
+                if len(body) > length:
+                    raise ResponseError("Too much data for declared Content-Length")
+                raise ResponseError("Too little data for declared Content-Length")
+            self.length = 0
+            return body
+        if self.chunked:
+            return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        return body
 
 
 def _name(raw: bytes) -> bytes:

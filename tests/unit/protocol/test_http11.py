@@ -14,7 +14,7 @@ from typing import Any
 import h11
 import pytest
 
-from channelserver.errors import ClientDisconnected
+from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.asgi_http import State
 from channelserver.protocol.events import CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from channelserver.protocol.http11 import KEEP_ALIVE
@@ -365,13 +365,59 @@ def test_app_returned_without_a_response_gets_500_and_a_log_line() -> None:
     assert CloseTransport() in actions
 
 
-def test_app_returned_after_start_only_gets_500() -> None:
+def test_app_returned_after_start_only_writes_the_head_then_closes() -> None:
+    """The head the app committed stands: it is written, then the connection closes,
+    since the body never came. The chunked body the head announces is cut short, so the
+    client knows the response is incomplete; it is not replaced by a 500."""
     pair = HTTPPair()
     pair.request()
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": 201, "headers": [(b"x-a", b"1")]})
+    actions = pair.app_returned(pair.cycle)
+    assert pair.errors() == [
+        "ASGI app returned without completing the response; closed the connection (GET / from 127.0.0.1:53122)"
+    ]
+    assert pair.kinds(actions) == ["Log", "Write", "CloseTransport"]
+    assert pair.wire.startswith(b"HTTP/1.1 201 Created\r\nx-a: 1\r\nTransfer-Encoding: chunked\r\n")
+    with pytest.raises(h11.RemoteProtocolError, match="incomplete chunked read"):
+        pair.client_events()
+
+
+def test_app_raised_after_start_only_writes_the_head_then_closes() -> None:
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"5")]})
+    actions = pair.app_returned(pair.cycle, RuntimeError("boom"))
+    assert pair.logs == []  # the asyncio layer logs the exception with its traceback
+    assert pair.kinds(actions) == ["Write", "CloseTransport"]
+    assert pair.wire.startswith(b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n")
+    with pytest.raises(h11.RemoteProtocolError, match="received 0 bytes, expected 5"):
+        pair.client_events()
+
+
+def test_app_returned_after_start_only_to_head_gets_the_whole_head() -> None:
+    """A response to HEAD is its head: the client has all of it before the close."""
+    pair = HTTPPair()
+    pair.request("HEAD")
     pair.app_send(pair.cycle, START)
     pair.app_returned(pair.cycle)
-    assert len(pair.errors()) == 1
+    response = pair.response()
+    assert (response.status, response.body, response.header(b"connection")) == (200, b"", None)
+    assert pair.closes == 1
+
+
+def test_app_returned_with_an_invalid_head_held_back_gets_500() -> None:
+    """The head is checked when it is written; here that is when the app returned. It
+    cannot be written, so nothing valid was sent: 500, and the error names the header."""
+    pair = HTTPPair()
+    pair.request()
+    pair.app_send(pair.cycle, {"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"x")]})
+    pair.app_returned(pair.cycle)
+    assert pair.errors() == [
+        "ASGI app returned without completing the response; closed the connection (GET / from 127.0.0.1:53122)",
+        "ASGI protocol error: http.response.start: Illegal header name b'bad name' (GET / from 127.0.0.1:53122)",
+    ]
     assert pair.response().status == 500
+    assert pair.closes == 1
 
 
 def test_app_returned_mid_body_closes_the_connection() -> None:
@@ -400,6 +446,156 @@ def test_app_returned_after_completing_changes_nothing() -> None:
     pair.request()
     answer(pair, pair.cycle)
     assert pair.app_returned(pair.cycle) == []
+
+
+# -- misuse: a refused message has no effect ------------------------------------------------
+
+
+def send_as_app(pair: HTTPPair, cycle: Any, message: dict[str, Any]) -> list[Any]:
+    """``send()`` as the app sees it (``AppInstance.send``): a message the machine refuses
+    is reported back to it as ``app_misused``, then raised into the app."""
+    try:
+        return pair.app_send(cycle, message)
+    except ASGIProtocolError:
+        pair.run(pair.machine.app_misused(cycle))
+        raise
+
+
+SECOND_START = {"type": "http.response.start", "status": 500, "headers": [(b"x-second", b"1")]}
+FIRST_START = {"type": "http.response.start", "status": 201, "headers": [(b"x-first", b"1")]}
+
+
+def test_a_second_start_leaves_the_committed_head_standing() -> None:
+    """The head is held back for the first body part; a second start is refused in the
+    app's send() and changes nothing: the app catches it and sends its body, and the
+    client gets the first status, headers and body on a connection that stays open."""
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    send_as_app(pair, cycle, FIRST_START)
+    with pytest.raises(ASGIProtocolError) as info:
+        send_as_app(pair, cycle, SECOND_START)
+    assert str(info.value) == (
+        "http.response.start not allowed in state RESPONSE; expected http.response.body (GET / from 127.0.0.1:53122)"
+    )
+    assert (cycle.state, pair.wire, pair.closes) == (State.RESPONSE, bytearray(), 0)
+    send_as_app(pair, cycle, body(b"first body"))
+    response = pair.response()
+    assert (response.status, response.header(b"x-first"), response.body) == (201, b"1", b"first body")
+    assert response.header(b"x-second") is None
+    assert pair.closes == 0
+    pair.client.start_next_cycle()
+    pair.request("GET", "/next")
+    answer(pair, pair.cycle, b"next")
+    assert pair.response().body == b"next"
+
+
+def test_a_second_start_while_streaming_changes_nothing() -> None:
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    send_as_app(pair, cycle, FIRST_START)
+    pair.run(pair.machine.flush_head(cycle))  # the app went to wait: the head went out
+    send_as_app(pair, cycle, body(b"a", more=True))
+    with pytest.raises(ASGIProtocolError):
+        send_as_app(pair, cycle, SECOND_START)
+    assert cycle.state is State.RESPONSE and pair.closes == 0
+    send_as_app(pair, cycle, body(b"b"))
+    response = pair.response()
+    assert (response.status, response.body) == (201, b"ab")
+    assert pair.closes == 0
+
+
+@pytest.mark.parametrize("raised", [None, RuntimeError("boom")], ids=["returned", "raised"])
+def test_a_second_start_then_no_body_writes_the_first_head_then_closes(raised: BaseException | None) -> None:
+    """The app stops after the refused start (returns, or lets the error out): the head it
+    committed is written and the connection closed, the body being incomplete. As for an
+    app that returns after its start without a misuse."""
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    send_as_app(pair, cycle, FIRST_START)
+    with pytest.raises(ASGIProtocolError):
+        send_as_app(pair, cycle, SECOND_START)
+    actions = pair.app_returned(cycle, raised)
+    assert pair.kinds(actions)[-2:] == ["Write", "CloseTransport"]
+    assert pair.wire.startswith(b"HTTP/1.1 201 Created\r\nx-first: 1\r\nTransfer-Encoding: chunked\r\n")
+    assert b"x-second" not in pair.wire
+    with pytest.raises(h11.RemoteProtocolError, match="incomplete chunked read"):
+        pair.client_events()
+
+
+@pytest.mark.parametrize("flushed", [False, True], ids=["head-held-back", "head-written"])
+def test_a_body_part_over_the_content_length_is_refused_without_effect(flushed: bool) -> None:
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    send_as_app(pair, cycle, {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+    if flushed:
+        pair.run(pair.machine.flush_head(cycle))
+    wire = bytes(pair.wire)
+    too_much = "http.response.body: Too much data for declared Content-Length (GET / from 127.0.0.1:53122)"
+    too_little = (
+        "http.response.body: Too little data for declared Content-Length: the body is shorter than the "
+        "content-length header says (GET / from 127.0.0.1:53122)"
+    )
+    for part, error in ((body(b"12345"), too_much), (body(b"123"), too_little), (body(b"12345", True), too_much)):
+        with pytest.raises(ASGIProtocolError) as info:
+            send_as_app(pair, cycle, part)
+        assert str(info.value) == error
+        assert (cycle.state, bytes(pair.wire), pair.closes) == (State.RESPONSE, wire, 0)
+    send_as_app(pair, cycle, body(b"12", more=True))
+    send_as_app(pair, cycle, body(b"34"))
+    response = pair.response()
+    assert (response.status, response.body) == (200, b"1234")
+    assert pair.closes == 0
+
+
+def test_a_body_before_any_start_gets_500() -> None:
+    pair = HTTPPair()
+    pair.request()
+    with pytest.raises(ASGIProtocolError, match="not allowed in state REQUEST"):
+        send_as_app(pair, pair.cycle, body(b"too early"))
+    assert pair.response().status == 500
+    assert pair.closes == 1
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {"type": "http.response.start", "status": "200"},
+        {"type": "http.response.start", "status": 101},
+        {"type": "http.response.start", "status": 200, "headers": [("a", "b")]},
+    ],
+    ids=["status-not-an-int", "status-informational", "headers-not-bytes"],
+)
+def test_an_invalid_first_start_gets_500(start: dict[str, Any]) -> None:
+    pair = HTTPPair()
+    pair.request()
+    with pytest.raises(ASGIProtocolError):
+        send_as_app(pair, pair.cycle, start)
+    assert pair.response().status == 500
+    assert pair.closes == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"bad name", b"x")], [(b"x-a", b"a\r\nInjected: 1")], [(b"content-length", b"1"), (b"content-length", b"2")]],
+    ids=["header-name", "header-value", "conflicting-lengths"],
+)
+def test_a_first_head_found_invalid_when_written_gets_500(headers: list[tuple[bytes, bytes]]) -> None:
+    """The head is accepted by send() and checked when it is written, with the first body
+    part: that send() raises, and the client gets a 500, as nothing valid was sent."""
+    pair = HTTPPair()
+    pair.request()
+    cycle = pair.cycle
+    send_as_app(pair, cycle, {"type": "http.response.start", "status": 200, "headers": headers})
+    with pytest.raises(ASGIProtocolError) as info:
+        send_as_app(pair, cycle, body(b"x"))
+    assert str(info.value).startswith("http.response.start: ")
+    response = pair.response()
+    assert (response.status, response.body) == (500, b"Internal Server Error\n")
+    assert pair.closes == 1
 
 
 # -- timers and shutdown ------------------------------------------------------------------

@@ -140,6 +140,36 @@ def test_http_pair(state: asgi_http.State, kind: str) -> None:
     assert pair.wire == wire_before, "a refused message must not write anything"
 
 
+HTTP_REFUSED = [(s, k) for s, k in HTTP_PAIRS if s is not HTTP.DISCONNECTED and (s, k) not in asgi_http.TRANSITIONS]
+
+
+@pytest.mark.parametrize(("state", "kind"), HTTP_REFUSED, ids=[f"{s.value}-{k}" for s, k in HTTP_REFUSED])
+def test_http_refused_message_reported_as_misuse(state: asgi_http.State, kind: str) -> None:
+    """What the peer gets once a refusal is reported to the machine (``app_misused``, as
+    ``AppInstance.send`` does): before a response was started, nothing valid was sent and
+    the client gets a 500; once a valid head is committed, the refused message has no
+    effect and the app's response stands; after the response, nothing."""
+    pair = http_in_state(state)
+    cycle = pair.cycle
+    wire_before = bytes(pair.wire)
+    with pytest.raises(ASGIProtocolError):
+        pair.app_send(cycle, HTTP_MESSAGES[kind])
+    actions = pair.run(pair.machine.app_misused(cycle))
+    if state is HTTP.REQUEST:
+        assert pair.response().status == 500
+        assert pair.closes == 1
+    elif state is HTTP.RESPONSE:
+        assert actions == []
+        assert cycle.state is HTTP.RESPONSE
+        assert pair.wire == wire_before
+        pair.app_send(cycle, HTTP_MESSAGES["http.response.body"])
+        check_http_body(pair, actions)
+        assert pair.closes == 0
+    else:
+        assert actions == []
+        assert (cycle.state, bytes(pair.wire), pair.closes) == (state, wire_before, 0)
+
+
 def test_http_misuse_text_verbatim() -> None:
     pair = http_in_state(HTTP.REQUEST)
     with pytest.raises(ASGIProtocolError) as info:
