@@ -86,6 +86,7 @@ class ChannelServerProcess(multiprocessing.Process):
     def run(self) -> None:
         try:
             from .server.server import Server, capture_signals, new_event_loop
+            from .server.tasks import close_loop
 
             config = self.build_config()
             application = self.get_application()
@@ -100,7 +101,7 @@ class ChannelServerProcess(multiprocessing.Process):
             finally:
                 if self.teardown is not None:
                     self.teardown()
-                loop.close()
+                close_loop(loop)
         except BaseException as exc:
             # The parent reads it from the queue (it raises "did not start up" with it).
             self.errors.put((exc, traceback.format_exc()))

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
-from .eager import EAGER, start_task
+from .tasks import EAGER, abandon, awaiting, start_task
 
 if TYPE_CHECKING:
     from .connection import ConnectionProtocol
@@ -28,30 +27,12 @@ error_log = logging.getLogger("channelserver.error")
 access_log = logging.getLogger("channelserver.access")
 
 _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
-
-
-def awaiting(coro: Any) -> tuple[str, str | None]:
-    """Where the innermost coroutine awaited by ``coro`` is suspended, as
-    ``file:line in func``, and the class of the innermost method on the way (the
-    consumer, for a Channels app). asyncio's own frames (a queue's get, a sleep) are
-    skipped: the application's line that called them says more."""
-    where, owner = "unknown", None
-    seen = 0
-    while coro is not None and seen < 100:
-        seen += 1
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None and not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-            where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-            this = frame.f_locals.get("self")
-            owner = type(this).__qualname__ if this is not None else None
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return where, owner
 
 
 class AppInstance:
     __slots__ = (
         "cancel_handle",
+        "cancelled_at",
         "conn",
         "coro",
         "cycle",
@@ -82,17 +63,18 @@ class AppInstance:
         self.failure: BaseException | None = None
         self.cancel_handle: asyncio.TimerHandle | None = None
         self.disconnected_at: float | None = None
+        self.cancelled_at: float | None = None
         self.status: int | None = None
         self.started = time.monotonic() if conn.state.access_log_enabled else 0.0
         cycle.handle = self
         #: The Task carrying the instance, from start() on.
         self.task: asyncio.Task[None] | None = None
         self.finished = False
-        #: True while the app's first step runs inside start(), eagerly (see eager.py).
+        #: True while the app's first step runs inside start(), eagerly (see tasks.py).
         self.eager = False
 
     def start(self, eager: bool) -> None:
-        """Start the instance's Task: eagerly where asyncio can (see eager.py), so its first
+        """Start the instance's Task: eagerly where asyncio can (see tasks.py), so its first
         step has run when this returns; else on the next loop turn."""
         self.coro = coro = self.run()
         if eager and EAGER:
@@ -200,9 +182,11 @@ class AppInstance:
         self.cancel_handle = self.conn.loop.call_later(self.conn.state.config.app_close_timeout, self.cancel_overdue)
 
     def cancel_overdue(self) -> None:
-        if self.finished or self.task is None:
+        """``app_close_timeout`` passed since the disconnect: cancel the Task, once."""
+        if self.finished or self.task is None or self.cancelled_at is not None:
             return
-        since = time.monotonic() - (self.disconnected_at or time.monotonic())
+        self.cancelled_at = time.monotonic()
+        since = self.cancelled_at - (self.disconnected_at or self.cancelled_at)
         where, owner = awaiting(self.coro)
         error_log.warning(
             "Cancelled %s: still running %.1fs after its disconnect (awaiting %s)",
@@ -211,6 +195,14 @@ class AppInstance:
             where,
         )
         self.task.cancel()
+
+    def abandon(self) -> None:
+        """Cancelled, it went on running (it caught the ``CancelledError``): the server
+        exits without it. One WARNING line names it and the line it awaits."""
+        if self.finished or self.task is None:
+            return
+        where, owner = awaiting(self.coro)
+        abandon(self.task, self.describe(owner), where)
 
     def describe(self, owner: str | None = None) -> str:
         scope = self.scope

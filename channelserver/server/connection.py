@@ -165,7 +165,7 @@ class ConnectionProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.ws_drain: ConnectionDrain | None = None
         #: Nesting of run(): app instances start after the actions of the outermost run,
-        #: eagerly (see eager.py) unless run() was entered from inside an app.
+        #: eagerly (see tasks.py) unless run() was entered from inside an app.
         self.depth = 0
         self.to_start: list[AppInstance] = []
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import StartupError
 from ..types import ASGIApp
+from .tasks import CANCEL_GRACE, abandon, awaiting
 
 __all__ = ["Lifespan"]
 
@@ -48,15 +49,20 @@ class Lifespan:
 
     async def shutdown(self, timeout: float) -> None:
         """Send lifespan.shutdown and wait for the answer, up to ``timeout``; an app that
-        does not answer is cancelled, so it cannot hang the exit."""
+        does not answer is cancelled, and abandoned if it is still running ``CANCEL_GRACE``
+        later, so it cannot hang the exit."""
         if self.mode == "off" or self.unsupported or self.task is None or self.task.done():
             return
         await self.receive_queue.put({"type": "lifespan.shutdown"})
         try:
             await asyncio.wait_for(self.shutdown_done.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("lifespan shutdown not answered within %ss; cancelled it", timeout)
-            self.task.cancel()
+            task = self.task
+            where, _ = awaiting(task.get_coro())
+            log.warning("lifespan shutdown not answered within %ss; cancelled it (awaiting %s)", timeout, where)
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE)
+            abandon(task, "the lifespan app instance", awaiting(task.get_coro())[0])
             return
         if self.failed is not None:
             log.error("lifespan shutdown failed: %s", self.failed)

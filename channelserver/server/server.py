@@ -9,8 +9,11 @@ Shutdown (:meth:`Server.shutdown`), each step waiting on events, each bounded:
 4. the connections still open are dropped: their apps get ``http.disconnect`` /
    ``websocket.disconnect`` and ``send()`` raises;
 5. wait for app instances to return, up to ``app_close_timeout``; the rest are cancelled,
-   each with a log line naming it and where it was waiting;
-6. lifespan shutdown.
+   each with a log line naming it and where it was waiting; one that is still running
+   ``CANCEL_GRACE`` (1 s) later, having caught its ``CancelledError``, is abandoned with a
+   WARNING line;
+6. lifespan shutdown, bounded the same way;
+7. what is left on the loop is cancelled and given ``CANCEL_GRACE``, then abandoned.
 
 Signal handlers only record: the first SIGINT/SIGTERM starts the shutdown, a second SIGINT
 skips the waiting.
@@ -34,6 +37,7 @@ from ..errors import StartupError
 from ..types import ASGIApp
 from .connection import ConnectionProtocol, ServerState
 from .lifespan import Lifespan
+from .tasks import CANCEL_GRACE, close_loop
 from .tls import ssl_context
 
 __all__ = ["Server", "bind_socket", "new_event_loop", "run"]
@@ -236,10 +240,15 @@ class Server:
             state.no_instances.set()
         for instance in list(state.instances):
             instance.connection_gone()
-        if not await self._bounded(state.no_instances, config.app_close_timeout + 0.5):
+        if not await self._bounded(state.no_instances, config.app_close_timeout):
             for instance in list(state.instances):
                 instance.cancel_overdue()
-            await self._bounded(state.no_instances, 1.0)
+            # A second SIGINT skips the waiting, not this: a cancelled app that honours the
+            # cancellation ends in a loop turn or two.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(state.no_instances.wait(), CANCEL_GRACE)
+            for instance in list(state.instances):
+                instance.abandon()
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(listener.wait_closed(), 0.1)
@@ -279,17 +288,6 @@ def run(config: Config, app: ASGIApp, sockets: list[socket.socket] | None = None
         log.error("%s", exc)
         return 3
     finally:
-        with contextlib.suppress(Exception):
-            _cancel_all(loop)
-        loop.close()
+        close_loop(loop)
     sys.stdout.flush()
     return 0
-
-
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())

@@ -34,8 +34,9 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   signal is replaced, one at a time. In both, the replacement is started and *ready*
   before the old worker gets its SIGTERM;
 - SIGINT/SIGTERM: every worker gets SIGTERM at once and drains in parallel; one still
-  running after ``graceful_timeout + 2 * app_close_timeout + 2.5 s + stop_margin`` is killed. Exit 0
-  when all stopped by themselves, 1 if one had to be killed.
+  running after ``graceful_timeout + 2 * app_close_timeout + 4.5 s + stop_margin`` (the
+  worker's own bound, see ``Supervisor.stop_timeout``) is killed. Exit 0 when all stopped
+  by themselves, 1 if one had to be killed.
 
 Signal handlers only record the signal (and wake the loop through a socket); the loop
 waits with :func:`multiprocessing.connection.wait` on the worker pipes, the worker
@@ -67,6 +68,7 @@ from ..config import Config
 from ..errors import StartupError
 from ..importer import import_app
 from ..server.server import Server, bind_socket, capture_signals, describe_socket, new_event_loop
+from ..server.tasks import CANCEL_GRACE, close_loop
 
 __all__ = ["Supervisor"]
 
@@ -162,8 +164,11 @@ class Supervisor:
         self.health_check_timeout = health_check_timeout
         self.startup_timeout = startup_timeout
         # A worker's own shutdown is bounded by graceful_timeout, up to 1 s of WebSocket
-        # close handshakes, app_close_timeout for the apps and again for lifespan shutdown.
-        self.stop_timeout = config.graceful_timeout + 2 * config.app_close_timeout + 2.5 + stop_margin
+        # close handshakes, app_close_timeout for the apps and again for lifespan shutdown,
+        # and CANCEL_GRACE after each of the three cancellations (apps, lifespan, leftovers).
+        self.stop_timeout = (
+            config.graceful_timeout + 2 * config.app_close_timeout + 1.5 + 3 * CANCEL_GRACE + stop_margin
+        )
         self.context = multiprocessing.get_context("spawn")
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []
@@ -514,13 +519,7 @@ class WorkerRuntime:
         try:
             return loop.run_until_complete(self._serve(sockets))
         finally:
-            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            close_loop(loop)
             self.conn.close()
 
     async def _serve(self, sockets: list[socket.socket]) -> int:

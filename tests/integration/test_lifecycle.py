@@ -178,3 +178,90 @@ def test_a_lifespan_shutdown_that_never_answers_cannot_hang_the_exit(events: Eve
     assert re.search(r"(?i)lifespan shutdown.*(did not|not complete|timed out|cancel)", server.text), server.text
     assert rc == 0, server.text
     assert took < app_close + 1.0, f"exit took {took:.2f}s"
+
+
+DEAF = "lifecycle_deaf:application"
+
+
+@pytest.mark.parametrize("workers", [None, 1], ids=["one process", "under the supervisor"])
+def test_apps_that_swallow_their_cancellation_are_abandoned_and_the_process_exits_0(
+    events: Events, workers: int | None
+) -> None:
+    """An HTTP app and a consumer's disconnect() that catch CancelledError and go on awaiting:
+    cancelled after app_close_timeout, abandoned CANCEL_GRACE (1 s) later with one WARNING
+    line each naming the path, the consumer and the line awaited; exit 0 within
+    graceful + app_close + 2 s."""
+    graceful, app_close = 1.0, 1.0
+    flags = ["--graceful-timeout", str(graceful), "--app-close-timeout", str(app_close)]
+    if workers is not None:
+        flags += ["--workers", str(workers)]
+    with serve(DEAF, *flags, events=events) as server:
+        assert server.port is not None
+        deaf = socket.create_connection(("127.0.0.1", server.port))
+        with deaf:
+            deaf.sendall(b"GET /deaf HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for(re.compile(rb"event: deaf request"))
+
+            async def scenario() -> tuple[int | None, int, float]:
+                ws = await connect(f"{server.ws_url}/ws/deaf/", ping_interval=None)
+                stopping = asyncio.ensure_future(asyncio.to_thread(stop_timed, server, signal.SIGTERM, 15.0))
+                await asyncio.wait_for(ws.wait_closed(), 10)
+                rc, took = await stopping
+                return ws.close_code, rc, took
+
+            ws_code, rc, took = asyncio.run(scenario())
+
+    log = server.text
+    print(f"apps swallowing their cancellation: SIGTERM to exit {took:.2f}s (bound {graceful + app_close + 2.0}s)")
+    assert rc == 0, log
+    assert ws_code == 1012
+    assert events.count("deaf request cancelled") >= 1, events.lines()
+    assert events.count("deaf consumer cancelled") >= 1, events.lines()
+    abandoned = [line for line in log.splitlines() if "Abandoned" in line]
+    assert len(abandoned) == 2, log
+    http_line = next(line for line in abandoned if "GET /deaf" in line)
+    ws_line = next(line for line in abandoned if "WebSocket /ws/deaf/" in line)
+    for line in abandoned:
+        assert "WARNING" in line, line
+        assert "still running 1s after it was cancelled" in line, line
+        assert re.search(r"awaiting \S*lifecycle_deaf\.py:\d+ in swallow_cancellation", line), line
+    assert "DeafConsumer" in ws_line, ws_line
+    assert "DeafConsumer" not in http_line, http_line
+    assert "Task was destroyed but it is pending" not in log, log
+    assert took < graceful + app_close + 2.0, f"exit took {took:.2f}s\n{log}"
+
+
+def test_a_background_task_that_swallows_its_cancellation_cannot_hang_the_exit(events: Events) -> None:
+    """A task an app left behind is cancelled with the loop's last clean-up and abandoned
+    CANCEL_GRACE later, named in one WARNING line."""
+    with serve(DEAF, events=events) as server:
+        assert server.port is not None
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /orphan HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            status, _, body = read_response(sock)
+        assert (status, body) == (200, b"ok\n")
+        rc, took = stop_timed(server, signal.SIGTERM, 10.0)
+
+    log = server.text
+    assert rc == 0, log
+    assert events.count("orphan task cancelled") == 1, events.lines()
+    abandoned = [line for line in log.splitlines() if "Abandoned" in line]
+    assert len(abandoned) == 1, log
+    assert re.search(r"Abandoned task swallow_cancellation: .*awaiting \S*lifecycle_deaf\.py:\d+", abandoned[0])
+    assert "Task was destroyed but it is pending" not in log, log
+    assert took < 2.0 + 1.0, f"exit took {took:.2f}s\n{log}"
+
+
+def test_a_lifespan_shutdown_that_swallows_its_cancellation_cannot_hang_the_exit(events: Events) -> None:
+    app_close = 1.0
+    with serve(DEAF, "--app-close-timeout", str(app_close), events=events, env={"DEAF_LIFESPAN": "1"}) as server:
+        rc, took = stop_timed(server, signal.SIGTERM, app_close + 6.0)
+
+    log = server.text
+    assert events.count("deaf lifespan shutdown") == 1
+    assert events.count("deaf lifespan cancelled") == 1, events.lines()
+    assert rc == 0, log
+    abandoned = [line for line in log.splitlines() if "Abandoned" in line]
+    assert len(abandoned) == 1 and "the lifespan app instance" in abandoned[0], log
+    assert re.search(r"awaiting \S*lifecycle_deaf\.py:\d+ in swallow_cancellation", abandoned[0]), abandoned[0]
+    assert took < app_close + 2.0, f"exit took {took:.2f}s\n{log}"

@@ -327,6 +327,7 @@ class Command(BaseCommand):
     # -- serving ------------------------------------------------------------------------
     def serve(self, config: Config, app: Any, sock: socket.socket, reloading: bool, **options: Any) -> None:
         from channelserver.server.server import Server, capture_signals, new_event_loop
+        from channelserver.server.tasks import close_loop
 
         try:
             loop = new_event_loop(config.loop)
@@ -347,8 +348,7 @@ class Command(BaseCommand):
         except StartupError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            _cancel_leftovers(loop)
-            loop.close()
+            close_loop(loop)
             self._stopped.set()
         if options.get("shutdown_message"):
             self.stdout.write(options["shutdown_message"])
@@ -398,14 +398,3 @@ class Command(BaseCommand):
             self.stdout.write(options["shutdown_message"])
         if code:
             sys.exit(code)
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is still pending on ``loop`` so closing it is quiet."""
-    with contextlib.suppress(Exception):
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())

@@ -64,15 +64,18 @@ class Events:
         return sum(1 for seen in self.lines() if seen.startswith(prefix))
 
 
-def serve(app: str, *flags: str, events: Events, ready_timeout: float = 30.0) -> ServerProcess:
+def serve(
+    app: str, *flags: str, events: Events, ready_timeout: float = 30.0, env: dict[str, str] | None = None
+) -> ServerProcess:
     """A channelserver subprocess serving ``app`` from this directory on 127.0.0.1:0."""
     pythonpath = os.pathsep.join(p for p in (str(ROOT), str(APPS), os.environ.get("PYTHONPATH", "")) if p)
-    env = {
+    full_env = {
         "PYTHONPATH": pythonpath,
         "LIFECYCLE_EVENTS": str(events.path),
         "DJANGO_SETTINGS_MODULE": "lifecycle_settings",
+        **(env or {}),
     }
-    return channelserver(app, *flags, env=env, ready_timeout=ready_timeout)
+    return channelserver(app, *flags, env=full_env, ready_timeout=ready_timeout)
 
 
 def stop_timed(server: ServerProcess, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:

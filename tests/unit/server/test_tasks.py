@@ -1,16 +1,19 @@
-"""Every step of an app instance runs inside one asyncio Task, started the way the event
-loop really starts it: ``data_received`` called from a plain loop callback (a socket
-read), never from inside a Task.
+"""How the server starts and ends Tasks (``server.tasks``).
 
-Python 3.12+ starts the Task eagerly (asyncio's own ``eager_start``: the first step runs
-inside ``data_received``); 3.10 and 3.11 start a plain Task. Either way the app's first
-line and every later step see the same ``asyncio.current_task()``, so
+Every step of an app instance runs inside one asyncio Task, started the way the event loop
+really starts it: ``data_received`` called from a plain loop callback (a socket read), never
+from inside a Task. Python 3.12+ starts the Task eagerly (asyncio's own ``eager_start``: the
+first step runs inside ``data_received``); 3.10 and 3.11 start a plain Task. Either way the
+app's first line and every later step see the same ``asyncio.current_task()``, so
 ``asyncio.timeout()``, ``asyncio.wait_for`` and anyio task groups work in the first step.
+
+A Task that swallows its cancellation is abandoned after ``CANCEL_GRACE``, named once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +30,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from channelserver.config import Config
 from channelserver.server.connection import ConnectionProtocol, ServerState
-from channelserver.server.eager import EAGER, start_task
+from channelserver.server.tasks import CANCEL_GRACE, EAGER, abandon, close_loop, start_task
 
 from .fakes import MockTransport
 
@@ -279,3 +282,48 @@ def test_context_variables_set_by_one_request_are_not_seen_by_the_next() -> None
         loop.close()
     assert seen == ["unset", "unset", "unset"]
     assert VAR.get() == "unset"
+
+
+# -- letting go of Tasks that will not end ------------------------------------------------------
+
+
+async def _deaf() -> None:
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+
+async def _polite() -> None:
+    await asyncio.Event().wait()
+
+
+def test_close_loop_abandons_a_task_that_swallows_its_cancellation(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    deaf = loop.create_task(_deaf())
+    polite = loop.create_task(_polite())
+    loop.run_until_complete(asyncio.sleep(0))
+    started = loop.time()
+    close_loop(loop)
+    took = loop.time() - started
+    assert loop.is_closed()
+    assert polite.cancelled()
+    assert not deaf.done()
+    assert CANCEL_GRACE <= took < CANCEL_GRACE + 0.5
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Abandoned task _deaf: still running 1s after it was cancelled (awaiting ")
+    assert "test_tasks.py" in lines[0] and "in _deaf" in lines[0]
+
+
+def test_a_task_is_abandoned_once() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(_deaf())
+        loop.run_until_complete(asyncio.sleep(0))
+        abandon(task, "the deaf one", "here")
+        started = loop.time()
+        close_loop(loop)  # an abandoned task is not cancelled and waited for again
+        assert loop.time() - started < CANCEL_GRACE / 2
+    finally:
+        if not loop.is_closed():
+            loop.close()

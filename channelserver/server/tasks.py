@@ -1,0 +1,109 @@
+"""How the server starts the Tasks it runs, and how it lets go of those that will not end.
+
+Starting: every step of an app instance, from its first line to its return, runs inside one
+asyncio Task, so ``asyncio.current_task()``, ``asyncio.timeout()``, anyio task groups and
+context variables behave in the app exactly as in any asyncio program. On Python 3.12+ the
+Task is created with asyncio's own ``eager_start``: its first step runs at once, inside
+``data_received``, as that Task (asyncio makes it the current task for the step), and a
+request whose app never waits is answered without a loop iteration. On 3.10 and 3.11
+asyncio has no eager start, and the Task's first step runs on the next loop turn. No
+coroutine is ever stepped by hand.
+
+Ending: a Task that was cancelled gets :data:`CANCEL_GRACE` seconds to finish. One that
+catches the ``CancelledError`` and goes on awaiting is then abandoned: one WARNING line
+names it and the line it awaits, and the server exits without it. Nothing an app does can
+keep the process alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import weakref
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["CANCEL_GRACE", "EAGER", "abandon", "awaiting", "close_loop", "start_task"]
+
+log = logging.getLogger("channelserver.error")
+
+#: Whether this Python starts Tasks eagerly (``eager_start``, Python 3.12+).
+EAGER = sys.version_info >= (3, 12)
+
+#: Seconds a cancelled Task has to finish before it is abandoned.
+CANCEL_GRACE = 1.0
+
+#: Frames skipped when telling where an app waits: asyncio's and the server's own.
+_SKIPPED_DIRS = (os.path.dirname(asyncio.__file__), os.path.dirname(__file__))
+_abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], eager: bool) -> asyncio.Task[None]:
+    """The Task that runs ``coro``. With ``eager`` (honoured on Python 3.12+) its first step
+    has run when this returns, and the Task may be done already."""
+    if eager and EAGER:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(coro)
+
+
+def awaiting(coro: Any) -> tuple[str, str | None]:
+    """Where the innermost coroutine awaited by ``coro`` is suspended, as
+    ``file:line in func``, and the class of the innermost method on the way whose object
+    holds a ``scope`` (the consumer, for a Channels app). asyncio's own frames (a queue's
+    get, a sleep) and the server's (``receive()``) are skipped: the application's line
+    that called them says more."""
+    where, owner = "unknown", None
+    seen = 0
+    while coro is not None and seen < 100:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and not frame.f_code.co_filename.startswith(_SKIPPED_DIRS):
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            this = frame.f_locals.get("self")
+            if this is not None and hasattr(this, "scope"):
+                owner = type(this).__qualname__
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where, owner
+
+
+def abandon(task: asyncio.Future[Any], what: str, where: str) -> None:
+    """Let go of ``task``, which ignored its cancellation: one WARNING line, once."""
+    if task.done() or task in _abandoned:
+        return
+    _abandoned.add(task)
+    # asyncio would log "Task was destroyed but it is pending!" at exit: this line says it.
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    log.warning(
+        "Abandoned %s: still running %gs after it was cancelled (awaiting %s); exiting without it",
+        what,
+        CANCEL_GRACE,
+        where,
+    )
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still pending on ``loop``, give it :data:`CANCEL_GRACE`, abandon what
+    is left, close the loop. Bounded whatever the tasks do."""
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done() and t not in _abandoned]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_GRACE))
+        for task in tasks:
+            if not task.done():
+                coro = task.get_coro()
+                name = getattr(coro, "__qualname__", None) or task.get_name()
+                abandon(task, f"task {name}", awaiting(coro)[0])
+        loop.run_until_complete(_bounded(loop.shutdown_asyncgens()))
+    finally:
+        loop.close()
+
+
+async def _bounded(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await asyncio.wait_for(coro, CANCEL_GRACE)
+    except asyncio.TimeoutError:
+        log.warning("Async generators still open %gs after the shutdown; exiting without them", CANCEL_GRACE)
