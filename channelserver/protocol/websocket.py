@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from typing import Any
 
 import h11
@@ -48,37 +47,11 @@ from wsproto.utilities import RemoteProtocolError
 from ..errors import ASGIProtocolError
 from .asgi_websocket import State, WebSocketCycle
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
+from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .scope import websocket_scope
 from .table import bad_field, check_headers
 
 __all__ = ["WebSocketConnection"]
-
-
-def _frame(first_byte: int, payload: bytes) -> bytes:
-    """One final, unmasked frame: FIN and opcode in ``first_byte``, then the length."""
-    n = len(payload)
-    if n < 126:
-        return bytes((first_byte, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first_byte, 126, n) + payload
-    return struct.pack("!BBQ", first_byte, 127, n) + payload
-
-
-def _unmask(key: bytes, payload: bytes) -> bytes:
-    """RFC 6455 5.3: XOR with the 4-byte key repeated, as one big-integer operation."""
-    n = len(payload)
-    if not n:
-        return b""
-    mask = (key * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
-
-
-#: Largest payload a whole frame may have to be read by the fast path (its header then
-#: has at most a 16-bit length); a bigger one streams through wsproto.
-FAST_MAX = 65535
-#: Largest frame whose first bytes are held until the rest comes; a bigger one that arrives
-#: in pieces streams through wsproto (holding it would copy it again with every piece).
-WAIT_MAX = 4096
 
 
 def _check_key(request: h11.Request) -> None:
@@ -124,6 +97,7 @@ class WebSocketConnection:
         default_headers: Any = list,
         extensions: dict[str, Any] | None = None,
         handshake_timeout: float | None = 10.0,
+        fast_frames: bool = True,
     ) -> None:
         self.request = request
         self.client = client
@@ -160,15 +134,16 @@ class WebSocketConnection:
         self.disconnect_code: int | None = None
         self.close_reason = ""
         self.offered_subprotocols: list[str] = []
+        #: Plain frames are read and written by :mod:`.frames` while no extension is in
+        #: use. Off (``fast_frames=False``) only for the proof that this changes nothing
+        #: wsproto would do: tests/unit/protocol/test_frames.py compares the two.
+        self.fast_frames = fast_frames
+        #: Whole messages are written as one plain frame by .frames, not by wsproto.
         self.plain_frames = False
-        #: Framing of what the peer sends, while no extension is in use (see _feed):
-        #: bytes wsproto still needs for the frame it is reading (0: at a frame boundary),
-        #: whether a fragmented message is open in wsproto, the start of a frame not yet
-        #: complete, and False once wsproto reads everything (after a malformed header).
-        self.owed = 0
-        self.fragmented = False
-        self.partial = b""
-        self.splitting = False
+        #: Reads the peer's bytes at frame boundaries, after an accept with no extension.
+        self.reader: FrameReader | None = None
+        #: The actions of the input being handled, for the reader's callbacks.
+        self._out: list[Action] = []
         self.handshake_timeout = handshake_timeout
         self._pending_denial: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
@@ -225,8 +200,12 @@ class WebSocketConnection:
                 self.held += data
             return []
         self.heard = True
-        if self.splitting:
-            return self._feed(data, [])
+        reader = self.reader
+        if reader is not None:
+            actions: list[Action] = []
+            self._out = actions
+            reader.feed(data)
+            return actions
         ws.receive_data(data)
         return self._events([])
 
@@ -441,9 +420,11 @@ class WebSocketConnection:
         ws = self.handshake.connection
         assert ws is not None
         self.ws = ws
-        # With no extension in use a whole message is one plain frame: it is framed here
-        # (RFC 6455 5.2, unmasked from a server) instead of by wsproto's general path.
-        self.plain_frames = self.splitting = not any(ext.enabled() for ext in extensions)
+        # With no extension in use a whole message is one plain frame: .frames reads and
+        # writes those instead of wsproto's general path.
+        if self.fast_frames and not any(ext.enabled() for ext in extensions):
+            self.plain_frames = True
+            self.reader = FrameReader(self.max_size, self._deliver_plain, self._to_wsproto)
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -453,8 +434,9 @@ class WebSocketConnection:
             held = bytes(self.held)
             self.held = bytearray()
             self.heard = True
-            if self.splitting:
-                self._feed(held, actions)
+            if self.reader is not None:
+                self._out = actions
+                self.reader.feed(held)
             else:
                 ws.receive_data(held)
                 self._events(actions)
@@ -488,7 +470,7 @@ class WebSocketConnection:
             if ws.state is not ConnectionState.OPEN:
                 return []
             if self.plain_frames:
-                return [Write(_frame(0x81, text.encode()))]
+                return [Write(plain_frame(TEXT, text.encode()))]
             return [Write(ws.send(TextMessage(data=text)))]
         data = message.get("bytes")
         if data is None:
@@ -498,7 +480,7 @@ class WebSocketConnection:
         if ws.state is not ConnectionState.OPEN:
             return []
         if self.plain_frames:
-            return [Write(_frame(0x82, bytes(data)))]
+            return [Write(plain_frame(BINARY, bytes(data)))]
         return [Write(ws.send(BytesMessage(data=bytes(data))))]
 
     def _close_code(self, message: Any) -> int:
@@ -555,103 +537,23 @@ class WebSocketConnection:
             CloseTransport(abort=abort),
         ]
 
-    def _feed(self, data: bytes, actions: list[Action]) -> list[Action]:
-        """Read the peer's bytes frame by frame: a whole, final, masked text or binary
-        frame of at most FAST_MAX bytes (what clients send nearly always) is unmasked and
-        delivered here; every other frame (control frames, fragments, big or invalid ones)
-        goes to wsproto, which is handed exactly that frame's bytes, so it is at a frame
-        boundary whenever a frame is read here."""
-        ws = self.ws
-        assert ws is not None
+    def _deliver_plain(self, payload: str | bytes) -> bool:
+        """A whole frame the reader read: the app gets it as wsproto's would reach it
+        (``_events``), or the reader hands it to wsproto while we are closing."""
         cycle = self.cycle
-        if self.partial:
-            data = self.partial + data
-            self.partial = b""
-        end = len(data)
-        i = 0
-        while i < end:
-            owed = self.owed
-            if owed:  # the rest of a frame wsproto is reading
-                i = self._to_wsproto(data, i, owed, actions)
-                if self.closed:
-                    return actions
-                continue
-            if end - i < 2:
-                self.partial = data[i:]
-                return actions
-            first = data[i]
-            second = data[i + 1]
-            length = second & 0x7F
-            start = i + 2
-            if length == 126:
-                start = i + 4
-                if end < start:
-                    self.partial = data[i:]
-                    return actions
-                length = (data[i + 2] << 8) | data[i + 3]
-            elif length == 127:
-                start = i + 10
-                if end < start:
-                    self.partial = data[i:]
-                    return actions
-                length = int.from_bytes(data[i + 2 : i + 10], "big")
-            opcode = first & 0x0F
-            if first & 0x70 or not second & 0x80 or opcode not in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA):
-                # Reserved bits, an unmasked frame or an unknown opcode: the peer is wrong.
-                # wsproto names the error; it reads everything from here on.
-                self.splitting = False
-                ws.receive_data(data[i:])
-                return self._events(actions)
-            start += 4  # the masking key
-            total = start - i + length
-            if (
-                (first == 0x81 or first == 0x82)
-                and not self.fragmented
-                and length <= FAST_MAX
-                and length <= self.max_size
-                and cycle.state is State.CONNECTED
-            ):
-                if end - i >= total:
-                    message = self._plain_message(first, data[start - 4 : start], data[start : i + total])
-                    if message is not None:
-                        actions.append(Deliver(cycle, message))
-                        i += total
-                        continue
-                    # not UTF-8: wsproto fails the connection with 1007 and says why
-                elif total <= WAIT_MAX:
-                    self.partial = data[i:]  # wait for the rest of this small frame
-                    return actions
-                # else a bigger frame still arriving: wsproto reads it as it comes
-            elif opcode < 0x8:  # data frames open or close a fragmented message
-                self.fragmented = not first & 0x80
-            i = self._to_wsproto(data, i, total, actions)
-            if self.closed:
-                return actions
-        return actions
+        if cycle.state is not State.CONNECTED:
+            return False
+        key = "text" if type(payload) is str else "bytes"
+        self._out.append(Deliver(cycle, {"type": "websocket.receive", key: payload}))
+        return True
 
-    def _to_wsproto(self, data: bytes, i: int, size: int, actions: list[Action]) -> int:
-        """Hand wsproto what ``data`` holds of the ``size`` bytes from ``i`` on (a frame,
-        or the rest of one) and act on its events; the rest is owed. Returns where the
-        handed bytes end."""
+    def _to_wsproto(self, data: bytes) -> bool:
+        """The reader hands wsproto bytes: act on its events; True once closed."""
         ws = self.ws
         assert ws is not None
-        chunk = data[i : i + size]
-        self.owed = size - len(chunk)
-        ws.receive_data(chunk)
-        self._events(actions)
-        return i + len(chunk)
-
-    @staticmethod
-    def _plain_message(first: int, key: bytes, masked: bytes) -> dict[str, Any] | None:
-        """The ``websocket.receive`` of one whole unfragmented frame; None if a text frame
-        is not UTF-8."""
-        payload = _unmask(key, masked)
-        if first == 0x82:
-            return {"type": "websocket.receive", "bytes": payload}
-        try:
-            return {"type": "websocket.receive", "text": payload.decode()}
-        except UnicodeDecodeError:
-            return None
+        ws.receive_data(data)
+        self._events(self._out)
+        return self.closed
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws

@@ -1,0 +1,193 @@
+"""Plain WebSocket frames read and written without wsproto, where that is proven equal.
+
+wsproto reads and writes every frame; its general machinery (a buffer, a generator, an
+incremental UTF-8 decoder, events) costs more than the message itself for what clients
+send nearly always: one whole, final, masked text or binary frame per message. While no
+extension is in use, :class:`FrameReader` reads that kind of frame itself and hands
+every other byte to wsproto, at frame boundaries, so that wsproto sees exactly the frames
+it would have seen; :func:`plain_frame` writes a whole message as one final unmasked
+frame (RFC 6455 5.2), the bytes wsproto writes for it.
+
+A frame is read here only when all of these hold; anything else goes to wsproto, which
+reads it (and names the error, if it is one) as it always did:
+
+- its first byte is FIN with the text or binary opcode, no reserved bit; it is masked;
+- it does not arrive inside a fragmented message (wsproto fails such a frame);
+- its length is written in the shortest form (RFC 6455 5.2: "the minimal number of
+  bytes MUST be used"; wsproto fails a longer one) and is at most ``FAST_MAX`` and at
+  most the connection's message size limit (a bigger one may close with 1009);
+- it is whole in what has arrived; a binary frame of at most ``WAIT_MAX`` bytes is waited
+  for, a text frame arriving in pieces streams through wsproto, whose UTF-8 decoder
+  fails an invalid one as soon as the bad byte arrives, naming its position in the piece;
+- a text payload is UTF-8 (else wsproto closes with 1007 and says why);
+- the connection takes it now (the ``deliver`` callback says: after a close has begun,
+  wsproto reads it, and drops it or fails the connection as it would have).
+
+Header errors wsproto finds in the first two bytes (an unknown opcode, a fragmented or
+oversized control frame) are handed over at once; errors it finds once the length is read
+(a non-minimal length, a reserved bit, an unmasked frame) are handed over when the length
+has arrived: wsproto reports them at those same points. After such an error wsproto
+reads everything.
+
+``tests/unit/protocol/test_frames.py`` holds the proof: for any byte stream split
+anywhere, with app sends, timers and closes in between, a connection gives the same
+actions with this reader and writer as with wsproto alone (``fast_frames=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["FAST_MAX", "WAIT_MAX", "FrameReader", "plain_frame", "unmask"]
+
+#: Largest payload a whole frame may have to be read here (its length then fits the
+#: 16-bit form); a bigger one streams through wsproto.
+FAST_MAX = 65535
+#: Largest binary frame whose first bytes are held until the rest comes; a bigger one that
+#: arrives in pieces streams through wsproto (holding it would copy it again with every piece).
+WAIT_MAX = 4096
+
+#: The first byte of a whole text and a whole binary frame: FIN and the opcode.
+TEXT = 0x81
+BINARY = 0x82
+
+#: Opcodes RFC 6455 defines: continuation, text, binary, close, ping, pong.
+_OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
+
+
+def plain_frame(first_byte: int, payload: bytes) -> bytes:
+    """One final, unmasked frame: FIN and opcode in ``first_byte``, then the length in its
+    shortest form (as wsproto writes it)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((first_byte, n)) + payload
+    if n < 65536:
+        return bytes((first_byte, 126, n >> 8, n & 0xFF)) + payload
+    return bytes((first_byte, 127)) + n.to_bytes(8, "big") + payload
+
+
+def unmask(key: bytes, payload: bytes) -> bytes:
+    """RFC 6455 5.3: XOR with the 4-byte key repeated, as one big-integer operation."""
+    n = len(payload)
+    if not n:
+        return b""
+    mask = (key * ((n + 3) >> 2))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+
+
+class FrameReader:
+    """Reads a client's bytes frame by frame (see the module's rules).
+
+    ``deliver(payload)`` gets the ``str`` or ``bytes`` of a whole frame read here and
+    returns False when the connection cannot take it now (the frame then goes to
+    wsproto). ``to_wsproto(data)`` hands bytes to wsproto, acts on its events and returns
+    True once the connection is closed: nothing more is read.
+    """
+
+    __slots__ = ("active", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
+
+    def __init__(
+        self,
+        limit: int,
+        deliver: Callable[[str | bytes], bool],
+        to_wsproto: Callable[[bytes], bool],
+    ) -> None:
+        #: Largest payload read here: the message size limit, at most FAST_MAX.
+        self.limit = min(limit, FAST_MAX)
+        self.deliver = deliver
+        self.to_wsproto = to_wsproto
+        #: Bytes wsproto still needs for the frame it is reading (0: at a frame boundary).
+        self.owed = 0
+        #: A fragmented message is open in wsproto.
+        self.fragmented = False
+        #: The start of a frame not yet complete.
+        self.partial = b""
+        #: False once wsproto reads everything (after a header it fails).
+        self.active = True
+
+    def feed(self, data: bytes) -> None:
+        if not self.active:
+            self.to_wsproto(data)
+            return
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        end = len(data)
+        i = 0
+        while i < end:
+            owed = self.owed
+            if owed:  # the rest of a frame wsproto is reading
+                chunk = data[i : i + owed]
+                self.owed = owed - len(chunk)
+                i += len(chunk)
+                if self.to_wsproto(chunk):
+                    return
+                continue
+            if end - i < 2:
+                self.partial = data[i:]
+                return
+            first = data[i]
+            second = data[i + 1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            if opcode not in _OPCODES or (opcode & 0x08 and (not first & 0x80 or length > 125)):
+                # wsproto fails these on the first two bytes: an unknown opcode, a control
+                # frame fragmented or longer than 125 bytes.
+                self._give_up(data[i:])
+                return
+            start = i + 2
+            if length == 126:
+                start = i + 4
+                if end < start:
+                    self.partial = data[i:]
+                    return
+                length = (data[i + 2] << 8) | data[i + 3]
+                if length < 126:
+                    self._give_up(data[i:])  # 2 length bytes where 1 would do
+                    return
+            elif length == 127:
+                start = i + 10
+                if end < start:
+                    self.partial = data[i:]
+                    return
+                length = int.from_bytes(data[i + 2 : start], "big")
+                if length < 65536 or length >> 63:
+                    self._give_up(data[i:])  # 8 length bytes where 2 would do, or the top bit set
+                    return
+            if first & 0x70 or not second & 0x80:
+                # A reserved bit (no extension is in use) or an unmasked frame.
+                self._give_up(data[i:])
+                return
+            start += 4  # the masking key
+            total = start - i + length
+            if (first == TEXT or first == BINARY) and not self.fragmented and length <= self.limit:
+                if end - i >= total:
+                    payload = unmask(data[start - 4 : start], data[start : i + total])
+                    if first == BINARY:
+                        taken = self.deliver(payload)
+                    else:
+                        try:
+                            text = payload.decode()
+                        except UnicodeDecodeError:
+                            taken = False  # wsproto fails the connection with 1007 and says why
+                        else:
+                            taken = self.deliver(text)
+                    if taken:
+                        i += total
+                        continue
+                elif first == BINARY and total <= WAIT_MAX:
+                    self.partial = data[i:]  # wait for the rest of this small frame
+                    return
+            elif opcode < 0x8:  # data frames open or close a fragmented message
+                self.fragmented = not first & 0x80
+            # This frame, or what has come of it, goes to wsproto; the rest is owed.
+            chunk = data[i : i + total]
+            self.owed = total - len(chunk)
+            i += len(chunk)
+            if self.to_wsproto(chunk):
+                return
+
+    def _give_up(self, data: bytes) -> None:
+        """wsproto fails this frame: it reads everything from here on."""
+        self.active = False
+        self.to_wsproto(data)
