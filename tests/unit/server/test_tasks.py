@@ -245,11 +245,15 @@ def test_http_app_steps_run_in_one_task_on_a_real_socket(kind: str) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(http_get())
             answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), TIMEOUT)
-            writer.close()
             await asyncio.wait_for(tasks.done.wait(), TIMEOUT)
+            state.all_closed = asyncio.Event()
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.wait_for(state.all_closed.wait(), TIMEOUT)  # the server's side too
             return answer
         finally:
             server.close()
+            await server.wait_closed()
 
     try:
         answer = loop.run_until_complete(scenario())
