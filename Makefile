@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-django6 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
+.PHONY: run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,18 +50,23 @@ pytest: venv
 test: venv system-deps autobahn lint typecheck importlint
 	$(PY) -m channelserver.docgen --check
 	$(BIN)/pytest $(PYTEST_ARGS)
-	$(MAKE) test-django6 test-py310
+	$(MAKE) test-django6 test-py313 test-py310
 
-# The suite again on the other ends of what users run, each in a virtualenv of its own
-# (scripts/extra-venv.sh finds the Python as a pyenv build or on PATH): Python 3.12 with
-# the newest Django 6 (Django 6 needs Python 3.12+), and Python 3.10, the oldest Python
-# supported, with Django 5.2 LTS.
+# The suite again on every other Python users run, each in a virtualenv of its own
+# (scripts/extra-venv.sh finds the Python as a pyenv build or on PATH): Python 3.12 and
+# 3.13 with the newest Django 6 (Django 6 needs Python 3.12+), and Python 3.10, the oldest
+# Python supported, with Django 5.2 LTS. The main run above is Python 3.11 with Django 5.2.
 VERSIONS := -c "import django, sys; print(f'Python {sys.version.split()[0]}, Django {django.__version__}')"
 
 test-django6: system-deps autobahn
 	bash scripts/extra-venv.sh .venv-django6 3.12 'django>=6'
 	.venv-django6/bin/python $(VERSIONS)
 	.venv-django6/bin/pytest $(PYTEST_ARGS)
+
+test-py313: system-deps autobahn
+	bash scripts/extra-venv.sh .venv-py313 3.13 'django>=6'
+	.venv-py313/bin/python $(VERSIONS)
+	.venv-py313/bin/pytest $(PYTEST_ARGS)
 
 test-py310: system-deps autobahn
 	bash scripts/extra-venv.sh .venv-py310 3.10
@@ -75,4 +80,4 @@ bench-quick: venv
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .venv-django6 .venv-py310 .venv-autobahn build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
+	rm -rf $(VENV) .venv-django6 .venv-py313 .venv-py310 .venv-autobahn build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-output
