@@ -7,8 +7,9 @@ returned ``websocket.disconnect``), :meth:`app_misused`, :meth:`app_failed`, :me
 
 Rules kept here:
 
-- the handshake is checked by wsproto before the app starts; a bad one gets the status
-  wsproto suggests (400, or 426 with ``Sec-WebSocket-Version: 13``) and the app never runs;
+- the handshake is checked by wsproto before the app starts, and here for what wsproto
+  leaves (HTTP/1.1, one well-formed Sec-WebSocket-Key); a bad one gets the status wsproto
+  suggests (400, or 426 with ``Sec-WebSocket-Version: 13``) and the app never runs;
 - frames that arrive before the app accepted are held, then fed in order after accept;
 - ping is answered with pong; pong (solicited or not, empty or not) only proves the peer
   alive: neither reaches the app;
@@ -54,20 +55,28 @@ from .table import bad_field, check_headers
 __all__ = ["WebSocketConnection"]
 
 
-def _check_key(request: h11.Request) -> None:
-    """RFC 6455 section 4.2.1: Sec-WebSocket-Key is the base64 of 16 bytes (wsproto
-    only checks that it is there)."""
-    for name, value in request.headers:
-        if name == b"sec-websocket-key":
-            try:
-                raw = base64.b64decode(value.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raw = b""
-            if len(raw) != 16:
-                raise RemoteProtocolError(
-                    "Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection()
-                )
-            return
+def _check_handshake(request: h11.Request) -> None:
+    """What wsproto leaves unchecked of RFC 6455 section 4.2.1: the request is HTTP/1.1
+    (h11 reads no later version), and it has one Sec-WebSocket-Key (section 11.3.1: it
+    "MUST NOT appear more than once"; wsproto reads the last of several), the base64 of
+    16 bytes (wsproto only checks that it is there)."""
+    if request.http_version != b"1.1":
+        version = request.http_version.decode("ascii", "replace")
+        raise RemoteProtocolError(
+            f"a WebSocket handshake must be HTTP/1.1, not HTTP/{version}", event_hint=RejectConnection()
+        )
+    keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
+    if len(keys) > 1:
+        raise RemoteProtocolError(
+            f"Sec-WebSocket-Key is given {len(keys)} times; a handshake has one", event_hint=RejectConnection()
+        )
+    for value in keys:
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 16:
+            raise RemoteProtocolError("Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection())
 
 
 HANDSHAKE = "handshake"
@@ -153,7 +162,7 @@ class WebSocketConnection:
         try:
             self.handshake.initiate_upgrade_connection(list(request.headers), request.target)
             ws_request = next(e for e in self.handshake.events() if isinstance(e, Request))
-            _check_key(request)
+            _check_handshake(request)
         except RemoteProtocolError as exc:
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
             text = f"{exc}\n".encode()

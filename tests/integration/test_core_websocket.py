@@ -154,6 +154,49 @@ def test_denial_response(server: ServerProcess) -> None:
     assert facts(server, key, "denied") == [True]
 
 
+@pytest.mark.parametrize(
+    ("version", "keys", "reason"),
+    [
+        ("1.0", ["dGhlIHNhbXBsZSBub25jZQ=="], "a WebSocket handshake must be HTTP/1.1, not HTTP/1.0"),
+        (
+            "1.1",
+            ["dGhlIHNhbXBsZSBub25jZQ==", "AAECAwQFBgcICQoLDA0ODw=="],
+            "Sec-WebSocket-Key is given 2 times; a handshake has one",
+        ),
+    ],
+    ids=["http-1.0", "two-keys"],
+)
+def test_a_handshake_over_http_1_0_or_with_two_keys_is_refused_and_the_app_never_runs(
+    server: ServerProcess, version: str, keys: list[str], reason: str
+) -> None:
+    """RFC 6455 4.2.1 and 11.3.1, which wsproto does not check: refused with 400 and a
+    warning, as a malformed key is; the app never starts and the server goes on serving."""
+    key = token()
+    log = LogWindow(server, server.url)
+    with RawConnection(server.port) as conn:
+        lines = [
+            f"GET /ws/echo?token={key} HTTP/{version}",
+            "Host: 127.0.0.1",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            *(f"Sec-WebSocket-Key: {k}" for k in keys),
+            "Sec-WebSocket-Version: 13",
+        ]
+        conn.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        response = conn.read_response()
+        assert (response.status, response.body) == (400, reason.encode() + b"\n")
+        assert conn.closed_by_peer()
+        client_port = conn.sock.getsockname()[1]
+    assert records(server.url, f"{key}:scope", 0, 0) == [], "the app never started"
+    with connect(f"{server.ws_url}/ws/echo?token={token()}") as ws:
+        ws.send("still serving")
+        assert ws.recv(timeout=5) == "still serving"
+    warnings = [line for line in log.text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, warnings
+    assert f"Rejected WebSocket handshake from 127.0.0.1:{client_port}: {reason} (answered 400)" in warnings[0]
+    assert log.errors() == []
+
+
 # -- the behaviours users were burnt by -----------------------------------------------------
 
 

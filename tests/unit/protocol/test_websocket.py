@@ -86,6 +86,43 @@ def test_bad_handshake_is_refused_before_the_app_starts(
     assert pair.warnings()[0].endswith(f"(answered {status})")
 
 
+KEY_AND_VERSION = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (
+            UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0") + KEY_AND_VERSION,
+            "a WebSocket handshake must be HTTP/1.1, not HTTP/1.0",
+        ),
+        (
+            UPGRADE + KEY_AND_VERSION + b"Sec-WebSocket-Key: AAECAwQFBgcICQoLDA0ODw==\r\n",
+            "Sec-WebSocket-Key is given 2 times; a handshake has one",
+        ),
+        (
+            UPGRADE + KEY_AND_VERSION + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "Sec-WebSocket-Key is given 2 times; a handshake has one",
+        ),
+    ],
+    ids=["http-1.0", "two-keys", "the-same-key-twice"],
+)
+def test_handshake_rfc_6455_refuses_is_refused_as_a_bad_key_is(data: bytes, reason: str) -> None:
+    """RFC 6455 4.2.1 and 11.3.1: an HTTP/1.1 request with one Sec-WebSocket-Key. wsproto
+    accepts these; the app must not start, and the client is told why."""
+    pair = WSPair()
+    pair.feed(data + b"\r\n")
+    assert pair.upgrades, "the HTTP machine hands the upgrade over"
+    assert not any(isinstance(a, StartApp) for a in pair.actions), "the app never starts"
+    [response] = read_responses(bytes(pair.wire))
+    assert (response.status, response.body) == (400, reason.encode() + b"\n")
+    assert response.header(b"content-type") == b"text/plain; charset=utf-8"
+    assert pair.closes == 1
+    assert [(log.level, log.message) for log in pair.logs] == [
+        ("warning", f"Rejected WebSocket handshake from 127.0.0.1:53122: {reason} (answered 400)")
+    ]
+
+
 def test_scope_of_a_websocket() -> None:
     pair = WSPair(root_path="/mount")
     pair.connect("/ws/a%20b?x=1", subprotocols=["graphql-transport-ws", "graphql-ws"])
@@ -480,6 +517,19 @@ def test_keepalive_off_sets_no_timer() -> None:
 
 # -- protocol errors from the peer -------------------------------------------------------
 
+
+def long_length(opcode: int, payload: bytes, bits: int, *, top_bit: bool = False) -> bytes:
+    """A masked final frame whose length is written in the 16-bit or 64-bit form, whatever
+    its size (RFC 6455 5.2 requires the shortest)."""
+    masked = frame(opcode, payload)
+    short = masked[1] & 0x7F
+    rest = masked[2 + (2 if short == 126 else 8 if short == 127 else 0) :]
+    if bits == 16:
+        return bytes([masked[0], 0x80 | 126]) + len(payload).to_bytes(2, "big") + rest
+    length = len(payload) | (1 << 63 if top_bit else 0)
+    return bytes([masked[0], 0x80 | 127]) + length.to_bytes(8, "big") + rest
+
+
 PROTOCOL_ERRORS = [
     ("unmasked-frame", frame(0x1, b"hi", mask=False), 1002),
     ("reserved-opcode-3", frame(0x3, b"x"), 1002),
@@ -499,6 +549,10 @@ PROTOCOL_ERRORS = [
     ("invalid-utf8-text", frame(0x1, b"\xff\xfe"), 1007),
     ("invalid-utf8-fragmented", frame(0x1, b"\xe2\x82", fin=False) + frame(0x0, b"\xff"), 1007),
     ("invalid-utf8-close-reason", frame(0x8, close_payload(1000, b"\xff")), 1007),
+    ("text-length-in-16-bits", long_length(0x1, b"hello", 16), 1002),
+    ("text-length-in-64-bits", long_length(0x1, b"hello", 64), 1002),
+    ("binary-300-length-in-64-bits", long_length(0x2, b"x" * 300, 64), 1002),
+    ("length-64-bit-top-bit-set", long_length(0x2, b"x" * 70000, 64, top_bit=True), 1002),
 ]
 
 
@@ -513,6 +567,25 @@ def test_protocol_error_from_the_peer_closes_with_its_code(data: bytes, code: in
     assert messages[0]["code"] == code
     assert pair.closes == 1
     assert len(pair.logs) <= 1 and all(log.exc is None and log.level in ("info", "warning") for log in pair.logs)
+
+
+@pytest.mark.parametrize(
+    ("bits", "reason"),
+    [
+        (16, "Payload length used 2 bytes when 1 would have sufficed"),
+        (64, "Payload length used 8 bytes when 2 would have sufficed"),
+    ],
+)
+@pytest.mark.parametrize("feed", ["whole", "bytewise"])
+def test_a_length_not_in_its_shortest_form_closes_1002_and_delivers_nothing(bits: int, reason: str, feed: str) -> None:
+    """A 5-byte text frame with its length in 2 or 8 bytes is not read as a message: the
+    connection fails with 1002 and wsproto's reason, as with any other frame."""
+    pair = accepted()
+    data = long_length(0x1, b"hello", bits) + frame(0x1, b"after")
+    pair.feed(data) if feed == "whole" else pair.feed_bytewise(data)
+    assert closes_seen(pair) == [(1002, reason)]
+    assert pair.delivered()[1:] == [disconnect(1002, reason)]
+    assert pair.logs == [Log("info", f"WebSocket protocol error from peer, closed 1002: {reason} ({WHERE})")]
 
 
 # -- shutdown -------------------------------------------------------------------------------
