@@ -12,7 +12,7 @@ from .config import add_arguments, config_from_args
 from .errors import ConfigError, StartupError
 from .importer import import_app
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,5 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(config, app)
 
 
+def console() -> None:
+    """The process's entry point: serve, then exit with main()'s code, even if an app left
+    a thread busy (see ``server.tasks.exit_watchdog``)."""
+    code = main()
+    from .server.tasks import exit_watchdog
+
+    exit_watchdog(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -11,8 +11,11 @@ coroutine is ever stepped by hand.
 
 Ending: a Task that was cancelled gets :data:`CANCEL_GRACE` seconds to finish. One that
 catches the ``CancelledError`` and goes on awaiting is then abandoned: one WARNING line
-names it and the line it awaits, and the server exits without it. Nothing an app does can
-keep the process alive.
+names it and the line it awaits, and the server exits without it. A thread cannot be
+cancelled at all: one still busy when the process exits (a sync view stuck in
+``sync_to_async``) would keep the interpreter waiting for it, so :func:`exit_watchdog`
+ends the process ``CANCEL_GRACE`` later, naming the thread. Nothing an app does can keep
+the process alive.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import asyncio
 import logging
 import os
 import sys
+import threading
+import time
 import weakref
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["CANCEL_GRACE", "EAGER", "abandon", "awaiting", "close_loop", "start_task"]
+__all__ = ["CANCEL_GRACE", "EAGER", "abandon", "awaiting", "close_loop", "exit_watchdog", "start_task"]
 
 log = logging.getLogger("channelserver.error")
 
@@ -37,6 +42,8 @@ CANCEL_GRACE = 1.0
 
 #: Frames skipped when telling where an app waits: asyncio's and the server's own.
 _SKIPPED_DIRS = (os.path.dirname(asyncio.__file__), os.path.dirname(__file__))
+#: Frames skipped when telling where a thread is: the worker loop of an executor.
+_THREADING_DIRS = (os.path.dirname(threading.__file__) + os.sep + "concurrent", threading.__file__)
 _abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
 
@@ -107,3 +114,38 @@ async def _bounded(coro: Coroutine[Any, Any, None]) -> None:
         await asyncio.wait_for(coro, CANCEL_GRACE)
     except asyncio.TimeoutError:
         log.warning("Async generators still open %gs after the shutdown; exiting without them", CANCEL_GRACE)
+
+
+def exit_watchdog(code: int) -> None:
+    """Called by a process's entry point as it returns ``code``: if the interpreter's exit
+    still waits on a thread (Python joins non-daemon threads, and the executors'
+    workers, before it exits) :data:`CANCEL_GRACE` from now, log which thread and where it
+    is, and exit with ``code`` without it."""
+
+    def watch() -> None:
+        time.sleep(CANCEL_GRACE)
+        frames = sys._current_frames()
+        stuck = []
+        for thread in threading.enumerate():
+            if thread is threading.current_thread() or thread is threading.main_thread() or thread.daemon:
+                continue
+            frame = frames.get(thread.ident or -1)
+            where = "unknown"
+            while frame is not None:
+                if not frame.f_code.co_filename.startswith(_THREADING_DIRS):
+                    where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+                    break
+                frame = frame.f_back
+            stuck.append(f"{thread.name} (at {where})")
+        log.warning(
+            "Exit still waiting %gs later on thread(s) an app left busy: %s; exiting without them",
+            CANCEL_GRACE,
+            ", ".join(stuck) or "none",
+        )
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=watch, name="channelserver-exit-watchdog", daemon=True).start()

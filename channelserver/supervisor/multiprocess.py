@@ -34,7 +34,7 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   signal is replaced, one at a time. In both, the replacement is started and *ready*
   before the old worker gets its SIGTERM;
 - SIGINT/SIGTERM: every worker gets SIGTERM at once and drains in parallel; one still
-  running after ``graceful_timeout + 2 * app_close_timeout + 4.5 s + stop_margin`` (the
+  running after ``graceful_timeout + 2 * app_close_timeout + 5.5 s + stop_margin`` (the
   worker's own bound, see ``Supervisor.stop_timeout``) is killed. Exit 0 when all stopped
   by themselves, 1 if one had to be killed.
 
@@ -68,7 +68,7 @@ from ..config import Config
 from ..errors import StartupError
 from ..importer import import_app
 from ..server.server import Server, bind_socket, capture_signals, describe_socket, new_event_loop
-from ..server.tasks import CANCEL_GRACE, close_loop
+from ..server.tasks import CANCEL_GRACE, close_loop, exit_watchdog
 
 __all__ = ["Supervisor"]
 
@@ -165,9 +165,10 @@ class Supervisor:
         self.startup_timeout = startup_timeout
         # A worker's own shutdown is bounded by graceful_timeout, up to 1 s of WebSocket
         # close handshakes, app_close_timeout for the apps and again for lifespan shutdown,
-        # and CANCEL_GRACE after each of the three cancellations (apps, lifespan, leftovers).
+        # CANCEL_GRACE after each of the three cancellations (apps, lifespan, leftovers) and
+        # once more for the exit watchdog (a thread an app left busy).
         self.stop_timeout = (
-            config.graceful_timeout + 2 * config.app_close_timeout + 1.5 + 3 * CANCEL_GRACE + stop_margin
+            config.graceful_timeout + 2 * config.app_close_timeout + 1.5 + 4 * CANCEL_GRACE + stop_margin
         )
         self.context = multiprocessing.get_context("spawn")
         self.sockets: list[socket.socket] = []
@@ -490,7 +491,9 @@ def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]
     except Exception as exc:
         _report(conn, ("failed", f"Could not import {spec.app_target!r}: {type(exc).__name__}: {exc}"))
         raise SystemExit(EXIT_STARTUP_FAILED) from None
-    raise SystemExit(WorkerRuntime(spec, conn, app).run(sockets))
+    code = WorkerRuntime(spec, conn, app).run(sockets)
+    exit_watchdog(code)
+    raise SystemExit(code)
 
 
 def _report(conn: Connection, message: tuple[Any, ...]) -> None:

@@ -265,3 +265,30 @@ def test_a_lifespan_shutdown_that_swallows_its_cancellation_cannot_hang_the_exit
     assert len(abandoned) == 1 and "the lifespan app instance" in abandoned[0], log
     assert re.search(r"awaiting \S*lifecycle_deaf\.py:\d+ in swallow_cancellation", abandoned[0]), abandoned[0]
     assert took < app_close + 2.0, f"exit took {took:.2f}s\n{log}"
+
+
+@pytest.mark.parametrize("workers", [None, 1], ids=["one process", "under the supervisor"])
+def test_a_thread_an_app_left_busy_cannot_hang_the_exit(events: Events, workers: int | None) -> None:
+    """A sync function stuck in sync_to_async: the thread cannot be cancelled, and Python's
+    exit would wait for it. The process exits 0 anyway, CANCEL_GRACE after its own exit,
+    and one WARNING line names the thread and the line it is stuck on."""
+    graceful, app_close = 1.0, 1.0
+    flags = ["--graceful-timeout", str(graceful), "--app-close-timeout", str(app_close)]
+    if workers is not None:
+        flags += ["--workers", str(workers)]
+    with serve(DEAF, *flags, events=events) as server:
+        assert server.port is not None
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /blocked HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for(re.compile(rb"event: blocked request"))
+            rc, took = stop_timed(server, signal.SIGTERM, 15.0)
+
+    log = server.text
+    print(f"a thread left busy: SIGTERM to exit {took:.2f}s (bound {graceful + app_close + 3.0}s)")
+    assert rc == 0, log
+    waiting = [line for line in log.splitlines() if "Exit still waiting" in line]
+    assert len(waiting) == 1, log
+    assert "WARNING" in waiting[0], waiting[0]
+    # the executor's thread, and the innermost line of Python it is on (time.sleep is C code)
+    assert re.search(r"busy: ThreadPoolExecutor\S* \(at \S+\.py:\d+ in \w+\); exiting without them", waiting[0])
+    assert took < graceful + app_close + 3.0, f"exit took {took:.2f}s\n{log}"

@@ -6,6 +6,8 @@ running ``CANCEL_GRACE`` later is abandoned with a WARNING line naming it.
 - ``/deaf``: HTTP; waits forever, swallowing every cancellation.
 - ``/orphan``: HTTP; answers 200 at once but leaves a background task behind that swallows
   its cancellation (the server's last clean-up of the loop meets it).
+- ``/blocked``: HTTP; a sync function stuck in ``sync_to_async`` (a thread nothing can
+  cancel), as a sync Django view waiting on a dead backend would be.
 - ``/ws/deaf/``: a Channels consumer whose ``disconnect()`` swallows its cancellation.
 - lifespan: with ``DEAF_LIFESPAN=1`` in the environment the shutdown is never answered and
   its cancellation is swallowed; otherwise it answers at once.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import django
@@ -22,6 +25,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lifecycle_settings")
 django.setup()
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -49,6 +53,9 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"] == "/deaf":
         record("deaf request", announce=True)
         await swallow_cancellation("deaf request")
+    elif scope["path"] == "/blocked":
+        record("blocked request", announce=True)
+        await sync_to_async(time.sleep)(3600)
     elif scope["path"] == "/orphan":
         task = asyncio.get_running_loop().create_task(swallow_cancellation("orphan task"))
         _orphans.add(task)
