@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -37,7 +38,7 @@ KINDS = [
 ]
 
 
-def returned(server: ServerProcess, key: str) -> dict[str, int | None]:
+def returned(server: ServerProcess, key: str) -> dict[str, Any]:
     """The ids the app logged just before it returned (waits for the line)."""
     prefix = b"first-step returning "
     start = prefix + b'{"token": "' + key.encode() + b'"'
@@ -62,7 +63,8 @@ def test_http_app_first_step(kind: str) -> None:
     assert body["received"] == "http.request"
     assert ids[0] is not None
     assert ids == [ids[0]] * 3
-    assert end == {"token": key, "first": ids[0], "last": ids[0]}
+    assert body["same"] == [True] * 3
+    assert end == {"token": key, "first": ids[0], "last": ids[0], "same": True}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -78,4 +80,5 @@ def test_websocket_app_before_and_after_accept(kind: str) -> None:
     assert reply["received"] == ["websocket.connect", "websocket.receive", "hello"]
     assert ids[0] is not None
     assert ids == [ids[0]] * 4  # first line, before accept, after accept, after the message
-    assert end == {"token": key, "first": ids[0], "last": ids[0]}
+    assert reply["same"] == [True] * 4
+    assert end == {"token": key, "first": ids[0], "last": ids[0], "same": True}

@@ -15,7 +15,11 @@ be used inside a task" without one, anyio cannot find its host task. The app als
 in the response (HTTP) or in its messages (WebSocket), and in one log line just before it
 returns::
 
-    first-step returning {"token": ..., "first": ..., "last": ...}
+    first-step returning {"token": ..., "first": ..., "last": ..., "same": ...}
+
+``same`` (and the ``same`` list beside the ids) says whether ``asyncio.current_task()`` is
+the very Task object of the first line, which the app holds, so an id reused by a later
+Task cannot pass for it.
 
 The WebSocket app uses the construct for ``receive()`` of ``websocket.connect`` (before
 ``websocket.accept``), for the client's message after it, and for the disconnect.
@@ -67,38 +71,48 @@ async def using(kind: str, receive: Any) -> dict[str, Any]:
     return dict(message)
 
 
-def returning(token: str, first: int | None) -> None:
-    line = json.dumps({"token": token, "first": first, "last": task_id()})
+def returning(token: str, first: int | None, same: bool) -> None:
+    line = json.dumps({"token": token, "first": first, "last": task_id(), "same": same})
     print(f"first-step returning {line}", flush=True)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    first_task = asyncio.current_task()
     first = task_id()
     if scope["type"] == "lifespan":
         return  # no lifespan: --lifespan auto goes on without it
+
+    def same() -> bool:
+        """The very Task object of the first line (an id alone could be reused)."""
+        return first_task is not None and asyncio.current_task() is first_task
+
     kind = scope["path"].strip("/")
     token = parse_qs(scope["query_string"].decode()).get("token", [""])[0]
     if scope["type"] == "http":
-        ids = [first]
+        ids, checks = [first], [same()]
         message = await using(kind, receive)
         ids.append(task_id())
+        checks.append(same())
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         ids.append(task_id())
-        body = {"kind": kind, "received": message["type"], "ids": ids}
+        checks.append(same())
+        body = {"kind": kind, "received": message["type"], "ids": ids, "same": checks}
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-        returning(token, first)
+        returning(token, first, same())
     elif scope["type"] == "websocket":
+        ids, checks = [first], [same()]
         connect = await using(kind, receive)
-        before_accept = task_id()
+        ids.append(task_id())  # before accept
+        checks.append(same())
         await send({"type": "websocket.accept"})
-        after_accept = task_id()
+        ids.append(task_id())  # after accept
+        checks.append(same())
         message = await using(kind, receive)
-        reply = {
-            "kind": kind,
-            "received": [connect["type"], message["type"], message.get("text")],
-            "ids": [first, before_accept, after_accept, task_id()],
-        }
+        ids.append(task_id())  # after the client's message
+        checks.append(same())
+        reply = {"kind": kind, "received": [connect["type"], message["type"], message.get("text")], "ids": ids}
+        reply["same"] = checks
         await send({"type": "websocket.send", "text": json.dumps(reply)})
         disconnect = await using(kind, receive)
         assert disconnect["type"] == "websocket.disconnect", disconnect
-        returning(token, first)
+        returning(token, first, same())
