@@ -6,6 +6,10 @@ stops the server when the scenario is done and asserts that its log holds no tra
 no ``Exception in ...`` line and nothing at ERROR level: a library that breaks inside the
 server usually shows up there first, even when the client saw an answer.
 
+The raw-ASGI and Starlette scenarios run on both event loops (the ``loop`` fixture:
+``--loop asyncio`` and ``--loop uvloop``); the Django ones on the default ``auto``, as
+``make run`` serves them.
+
 Redis is one redis-server per test session (tmp dir, no persistence), found with the demo
 tests' :func:`~tests.demo.conftest.require_executable`: missing under ``CI=true`` is a
 failure, elsewhere a skip. Tests that share it keep apart by group and room names of
@@ -14,6 +18,8 @@ their own.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +43,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "ecosystem: a library users run inside channelserver, against a real server subprocess"
     )
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    """The server's ``--loop``: asyncio's own, then uvloop (what ``auto`` picks when installed)."""
+    if request.param == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        message = "uvloop is not installed (the uvloop extra installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; under CI=true this is a failure, not a skip")
+        pytest.skip(message)
+    return str(request.param)
 
 
 def bad_lines(text: str) -> list[str]:

@@ -21,8 +21,8 @@ def recv(ws: ClientConnection) -> dict[str, object]:
     return json.loads(ws.recv(timeout=10))  # type: ignore[no-any-return]
 
 
-def test_http_requests_on_one_keep_alive_connection() -> None:
-    with serving(APP) as server, RawConnection(server.port) as conn:
+def test_http_requests_on_one_keep_alive_connection(loop: str) -> None:
+    with serving(APP, "--loop", loop) as server, RawConnection(server.port) as conn:
         seen = []
         for token in ("first", "second", "third"):
             conn.request("GET", f"/?token={token}")
@@ -37,8 +37,8 @@ def test_http_requests_on_one_keep_alive_connection() -> None:
     ]
 
 
-def test_websocket_messages_of_two_connections() -> None:
-    with serving(APP) as server:
+def test_websocket_messages_of_two_connections(loop: str) -> None:
+    with serving(APP, "--loop", loop) as server:
         with connect(f"{server.ws_url}/?token=a", open_timeout=10) as a:
             assert recv(a) == {"connection": None, "last_message": None}
             a.send("a1")

@@ -49,9 +49,9 @@ def returned(server: ServerProcess, key: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_http_app_first_step(kind: str) -> None:
+def test_http_app_first_step(kind: str, loop: str) -> None:
     key = token()
-    with serving(APP) as server:
+    with serving(APP, "--loop", loop) as server:
         with RawConnection(server.port) as conn:
             conn.request("GET", f"/{kind}?token={key}")
             response = conn.read_response()
@@ -59,8 +59,8 @@ def test_http_app_first_step(kind: str) -> None:
         body = response.json()
         ids = body["ids"]
         end = returned(server, key)
-    print(f"http {kind}: task ids {ids}, at return {end['last']}")
-    assert body["received"] == "http.request"
+    print(f"http {kind} on {loop}: task ids {ids}, at return {end['last']}")
+    assert (body["loop"], body["received"]) == (loop, "http.request")
     assert ids[0] is not None
     assert ids == [ids[0]] * 3
     assert body["same"] == [True] * 3
@@ -68,15 +68,16 @@ def test_http_app_first_step(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_websocket_app_before_and_after_accept(kind: str) -> None:
+def test_websocket_app_before_and_after_accept(kind: str, loop: str) -> None:
     key = token()
-    with serving(APP) as server:
+    with serving(APP, "--loop", loop) as server:
         with connect(f"{server.ws_url}/{kind}?token={key}", open_timeout=10) as ws:
             ws.send("hello")
             reply = json.loads(ws.recv(timeout=10))
         end = returned(server, key)
     ids = reply["ids"]
-    print(f"websocket {kind}: task ids {ids}, at return {end['last']}")
+    print(f"websocket {kind} on {loop}: task ids {ids}, at return {end['last']}")
+    assert reply["loop"] == loop
     assert reply["received"] == ["websocket.connect", "websocket.receive", "hello"]
     assert ids[0] is not None
     assert ids == [ids[0]] * 4  # first line, before accept, after accept, after the message

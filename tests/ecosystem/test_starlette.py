@@ -15,9 +15,9 @@ pytestmark = pytest.mark.ecosystem
 APP = "tests.ecosystem.apps.starlette_app:app"
 
 
-def test_http_route_through_base_http_middleware() -> None:
+def test_http_route_through_base_http_middleware(loop: str) -> None:
     sent = [("GET", ""), ("POST", "x" * 100_000), ("POST", "last")]
-    with serving(APP) as server, RawConnection(server.port) as conn:
+    with serving(APP, "--loop", loop) as server, RawConnection(server.port) as conn:
         answers = []
         for method, body in sent:
             conn.request(method, "/echo", body=body.encode())
@@ -36,8 +36,8 @@ def test_http_route_through_base_http_middleware() -> None:
         )
 
 
-def test_websocket_route() -> None:
-    with serving(APP) as server, connect(f"{server.ws_url}/ws", open_timeout=10) as ws:
+def test_websocket_route(loop: str) -> None:
+    with serving(APP, "--loop", loop) as server, connect(f"{server.ws_url}/ws", open_timeout=10) as ws:
         for text in ("one", "two"):
             ws.send(text)
             assert ws.recv(timeout=10) == f"echo:{text}"

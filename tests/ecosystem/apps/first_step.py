@@ -17,6 +17,7 @@ returns::
 
     first-step returning {"token": ..., "first": ..., "last": ..., "same": ...}
 
+The answers also name the event loop (``loop``), so a test knows which one it ran on.
 ``same`` (and the ``same`` list beside the ids) says whether ``asyncio.current_task()`` is
 the very Task object of the first line, which the app holds, so an id reused by a later
 Task cannot pass for it.
@@ -71,6 +72,11 @@ async def using(kind: str, receive: Any) -> dict[str, Any]:
     return dict(message)
 
 
+def loop_name() -> str:
+    """ "uvloop" or "asyncio": whose event loop runs the app."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
 def returning(token: str, first: int | None, same: bool) -> None:
     line = json.dumps({"token": token, "first": first, "last": task_id(), "same": same})
     print(f"first-step returning {line}", flush=True)
@@ -96,7 +102,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         ids.append(task_id())
         checks.append(same())
-        body = {"kind": kind, "received": message["type"], "ids": ids, "same": checks}
+        body = {"kind": kind, "loop": loop_name(), "received": message["type"], "ids": ids, "same": checks}
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
         returning(token, first, same())
     elif scope["type"] == "websocket":
@@ -110,7 +116,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await using(kind, receive)
         ids.append(task_id())  # after the client's message
         checks.append(same())
-        reply = {"kind": kind, "received": [connect["type"], message["type"], message.get("text")], "ids": ids}
+        reply = {
+            "kind": kind,
+            "loop": loop_name(),
+            "received": [connect["type"], message["type"], message.get("text")],
+            "ids": ids,
+        }
         reply["same"] = checks
         await send({"type": "websocket.send", "text": json.dumps(reply)})
         disconnect = await using(kind, receive)
