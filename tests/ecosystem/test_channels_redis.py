@@ -1,9 +1,10 @@
 """channels_redis, both layers, with a real redis-server, under two server processes.
 
 ``ChatConsumer`` (``apps/ecoproj/consumers.py``) is Channels' ``AsyncWebsocketConsumer`` as
-a chat app writes it. Each WebSocket connection makes the consumer open a channel
-(``new_channel()``: with ``RedisPubSubChannelLayer`` a Redis SUBSCRIBE under
-``asyncio.timeout()``, in the instance's first step) and ``group_add`` it; a message is
+a chat app writes it. Each connection makes the consumer open a channel in the instance's
+first step (``new_channel()``: with ``RedisPubSubChannelLayer`` a Redis SUBSCRIBE; the
+first in a process opens the connection, under ``asyncio.timeout()``) and ``group_add``
+it; a message is
 ``group_send`` to members on both servers; a member that leaves is ``group_discard``-ed,
 and later messages reach only the members still there. An ``AsyncHttpConsumer`` (its own
 channel opened in the request's first step as well) speaks to the group from the server
