@@ -27,6 +27,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -46,7 +47,7 @@ from .events import (
     Upgrade,
     Write,
 )
-from .request import Head, read_head, read_plain_head
+from .request import REQUEST_LINE, Head, read_head, read_plain_head
 from .response import BodyWriter, ResponseError, write_head
 from .scope import http_scope
 
@@ -56,6 +57,49 @@ KEEP_ALIVE = "keep_alive"
 BODY = "body_read"
 
 _DISCONNECT = {"type": "http.disconnect"}
+
+#: What no request head h11 reads can hold: a CR not followed by LF (no line ends there,
+#: and h11 waits for one), or a control character, which h11's grammar lets through in
+#: header values (RFC 9110 section 5.5 does not: visible characters, obs-text, spaces and
+#: tabs) and refuses anywhere else.
+#: (Two searches: one with both alternatives would cost twice as much.)
+_BARE_CR = re.compile(rb"\r[^\n]").search
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
+
+OBS_FOLD = "obsolete line folding in headers"
+BARE_CR = "CR without LF in request head"
+CONTROL = "control character in request head"
+#: What the answer to a request that could not be read says of the error: its class, from
+#: h11's messages and ours. Several of those messages go on to quote the request bytes that
+#: broke the rule; the quote goes to the log line only, never back to the client. Any other
+#: message is answered as "malformed request".
+ERROR_CLASSES = (
+    "illegal request line",
+    "illegal header line",
+    "illegal chunk header",
+    "malformed chunk footer",
+    "no request line received",
+    "continuation line at start of headers",
+    "Missing mandatory Host: header",
+    "Found multiple Host: headers",
+    "bad Content-Length",
+    "conflicting Content-Length headers",
+    "multiple Transfer-Encoding headers",
+    "Only Transfer-Encoding: chunked is supported",
+    "Receive buffer too long",
+    OBS_FOLD,
+    BARE_CR,
+    CONTROL,
+)
+
+
+def error_class(message: str) -> str:
+    """The class of a request error, without the request bytes the message may quote."""
+    for name in ERROR_CLASSES:
+        if message.startswith(name):
+            return name
+    return "malformed request"
+
 
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
@@ -95,7 +139,10 @@ class HTTPConnection:
         #: read_plain_head reads plain request heads (off only to compare with h11 alone).
         self.fast_heads = fast_heads
         self.max_incomplete_event_size = max_incomplete_event_size
+        #: The last bytes of a request head still arriving, and whether its first line was
+        #: checked (see _head_error).
         self.head_tail = b""
+        self.line_read = False
         self.client = client
         self.server = server
         self.client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
@@ -142,31 +189,75 @@ class HTTPConnection:
                     actions: list[Action] = []
                     self._request(head, actions)
                     return actions
-            if self._folded(data):
-                return self._obs_fold([])
+            error = self._head_error(data)
+            if error is not None:
+                return self._bad_request(error, [])
         self.h11_unfed = False
         self.h11.receive_data(data)
         return self._next_events([])
 
-    def _folded(self, data: bytes) -> bool:
-        """Obsolete line folding (RFC 9112 section 5.2) in the request head that ``data``
-        starts or goes on with: h11 would unfold it; it is refused instead. The last bytes
-        of a head not yet complete are kept to find a fold split across reads. Only the
-        head is searched: a scan of a large body after it would cost more than the head."""
+    def _head_error(self, data: bytes) -> h11.RemoteProtocolError | None:
+        """What makes the request head that ``data`` starts or goes on with one that is
+        refused before h11 reads it, as soon as the bytes say so:
+
+        - obsolete line folding (RFC 9112 section 5.2): h11 would unfold it;
+        - a control character (but tab): h11 lets them through in header values, to the app.
+
+        And, while the head is not complete (h11 waits for its end, so a client that sends
+        no more would wait for a timeout), what can never become a head h11 reads:
+
+        - a CR that is not the first half of a CRLF, as in a head with CR-only line ends;
+        - a first line that is not a request line, as an HTTP/0.9 ``GET /``.
+
+        A head still arriving, split anywhere, passes: a CR at the end of a read may be
+        followed by its LF. The last bytes of a head not yet complete are kept to find what
+        is split across reads. Only the head is searched (up to its first empty line, as h11
+        ends it): a scan of a large body after it would cost more than the head."""
         probe = self.head_tail + data if self.head_tail else data
-        end = probe.find(b"\r\n\r\n")
+        # The head ends at its first empty line, as h11 ends it: LF, then LF or CRLF.
+        end = probe.find(b"\n\r\n")
+        lf = probe.find(b"\n\n", 0, end + 2 if end >= 0 else len(probe))
+        if lf >= 0:
+            end = lf - 1
         if end < 0:
             head = probe
             self.head_tail = probe[-3:]
         else:
-            head = probe[:end]  # never the body after it, which may be large
+            head = probe[: end + 3]  # never the body after it, which may be large
             self.head_tail = b""
-        return b"\r\n " in head or b"\r\n\t" in head
+        if b"\r\n " in head or b"\r\n\t" in head:
+            return h11.RemoteProtocolError(OBS_FOLD, error_status_hint=400)
+        refused = _CONTROL(head)
+        if refused is None and end < 0:
+            refused = _BARE_CR(head)
+            if refused is None and not self.line_read:
+                return self._request_line_error(data)
+        if refused is None:
+            return None
+        at = refused.start()
+        start = head.rfind(b"\n", 0, at) + 1
+        stop = head.find(b"\n", at)
+        line = head[start : stop if stop >= 0 else len(head)][:200]  # for the log line
+        what = BARE_CR if head[at] == 13 else CONTROL
+        return h11.RemoteProtocolError(f"{what}: {line!r}", error_status_hint=400)
 
-    def _obs_fold(self, actions: list[Action]) -> list[Action]:
-        return self._bad_request(
-            h11.RemoteProtocolError("obsolete line folding in headers", error_status_hint=400), actions
-        )
+    def _request_line_error(self, data: bytes) -> h11.RemoteProtocolError | None:
+        """The first line of a head not yet complete, once it ends in ``data``, must be a
+        request line."""
+        newline = data.find(b"\n")
+        if newline < 0:
+            return None
+        self.line_read = True
+        line = data[:newline]
+        buffered = self.h11.trailing_data[0] if not self.h11_unfed else b""
+        if buffered:  # the line began in an earlier read, which h11 holds
+            line = buffered + line
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        # An empty line is h11's to refuse ("no request line received"), at once.
+        if line and REQUEST_LINE(line) is None:
+            return h11.RemoteProtocolError(f"illegal request line: {line!r}", error_status_hint=400)
+        return None
 
     def eof(self) -> list[Action]:
         """The peer closed its side or the transport was lost."""
@@ -372,8 +463,9 @@ class HTTPConnection:
             self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
             self.h11_unfed = not (trailing or closed)
             if trailing or closed:
-                if trailing and self._folded(bytes(trailing)):  # a pipelined request's head
-                    self._obs_fold(actions)
+                error = self._head_error(bytes(trailing)) if trailing else None  # a pipelined request's head
+                if error is not None:
+                    self._bad_request(error, actions)
                     return
                 new.receive_data(bytes(trailing))
                 if closed:
@@ -392,12 +484,15 @@ class HTTPConnection:
     def _bad_request(self, exc: h11.RemoteProtocolError, actions: list[Action]) -> list[Action]:
         status = exc.error_status_hint
         reason = str(exc) or "malformed request"
+        # The log line has the detail, request bytes (repr-escaped) included; the answer
+        # names the class of error only: it never echoes the request back.
         actions.append(Log("warning", f"Invalid HTTP request from {self.client_text}: {reason} (answered {status})"))
         cycle = self.cycle
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
         if not self.responding:  # no response written yet
-            actions.append(Write(self._error_bytes(status, f"{_PHRASES.get(status, 'Error')}: {reason}\n")))
+            text = f"{_PHRASES.get(status, 'Error')}: {error_class(reason)}\n"
+            actions.append(Write(self._error_bytes(status, text)))
         self.cycle = None
         actions.extend(self._close())
         return actions
@@ -449,7 +544,9 @@ class HTTPConnection:
     def _request(self, head: Head, actions: list[Action], request: h11.Request | None = None) -> bool:
         """A request head was read (by h11, ``request``, or by read_plain_head): start its
         cycle and app. True if its body is to be read next."""
-        self.head_tail = b""  # a head was read: the fold check starts afresh with the next one
+        # A head was read: the head checks start afresh with the next one.
+        self.head_tail = b""
+        self.line_read = False
         refusal = self._refuse_request(head)
         if refusal is not None:
             self._refuse(*refusal, actions)

@@ -12,7 +12,10 @@ returns ``None`` for anything else, which then goes to h11 as it always did:
   grammar refuses: h11 reads it and raises its own error;
 - ``transfer-encoding``, a content-length other than zero or given twice: the body is
   h11's to read; ``upgrade``: a WebSocket handshake is handed over with h11's event;
-- a missing (HTTP/1.1) or repeated ``host``: h11's error answers it.
+- a missing (HTTP/1.1) or repeated ``host``: h11's error answers it;
+- a control character in a header value: h11's grammar lets it through; the connection
+  refuses the head before h11 reads it (``HTTPConnection._head_error``), so no app ever
+  sees one.
 
 A plain head has no body, so the request ends with it: ``expect: 100-continue`` asks for
 nothing, and a ``CONNECT`` proposes no switch that h11 would act on; both are read here.
@@ -33,7 +36,10 @@ import h11
 from h11._abnf import header_field, request_line
 from h11._headers import CONTENT_LENGTH_MAX_DIGITS
 
-__all__ = ["Head", "read_head", "read_plain_head"]
+__all__ = ["REQUEST_LINE", "Head", "read_head", "read_plain_head"]
+
+#: h11's request line, for a first line read before the rest of its head.
+REQUEST_LINE = re.compile(request_line.encode("ascii")).fullmatch
 
 
 class Head(NamedTuple):
@@ -102,7 +108,12 @@ def read_head(request: h11.Request) -> Head:
 #: One whole head and nothing after it: h11's request line and header fields, each line
 #: ended by CRLF, then the empty line. The fields' classes exclude CR and LF, so a match
 #: has no bare LF and ends at the head's first empty line, as h11's reader does.
-_WHOLE_HEAD = re.compile(rf"{request_line}\r\n(?P<fields>(?:{header_field}\r\n)*)\r\n".encode("ascii"))
+#: h11's header field, but with no control character in the value (h11's grammar lets all
+#: but NUL, CR and LF through): such a head is refused, on the way to h11.
+_STRICT_FIELD = header_field.replace(r"[^\x00\s]", r"[^\x00-\x20\x7f]")
+if header_field == _STRICT_FIELD:  # pragma: no cover - h11's grammar changed
+    raise ImportError("h11's header field grammar changed: update request._STRICT_FIELD")
+_WHOLE_HEAD = re.compile(rf"{request_line}\r\n(?P<fields>(?:{_STRICT_FIELD}\r\n)*)\r\n".encode("ascii"))
 #: Name and value (with its trailing OWS, stripped after) of each field of a matched head.
 #: Greedy and with no lazy part, so linear however long a run of whitespace is.
 _FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*)\r\n")

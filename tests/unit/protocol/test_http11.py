@@ -17,7 +17,7 @@ import pytest
 from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.asgi_http import State
 from channelserver.protocol.events import CloseTransport, Deliver, Log, SetTimer, StartApp, Write
-from channelserver.protocol.http11 import KEEP_ALIVE
+from channelserver.protocol.http11 import KEEP_ALIVE, error_class
 
 from .helpers import CLIENT, SERVER, HTTPPair, read_responses, request_bytes
 
@@ -690,6 +690,29 @@ MALFORMED = [
     ("oversized-header", b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + BIG + b"\r\n\r\n", 431),
     ("oversized-target", b"GET /" + BIG + b" HTTP/1.1\r\nHost: a\r\n\r\n", 431),
     ("too-many-headers", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", 431),
+    # Heads that can no longer become valid are answered at once, not when a timeout ends
+    # the wait for the rest of a head that will never come.
+    ("http09-request-line-alone", b"GET /\r\n", 400),
+    ("http09-request-line-bare-lf", b"GET /index.html\n", 400),
+    ("cr-only-line-ends", b"GET / HTTP/1.1\rHost: x\r\r", 400),
+    ("cr-only-after-the-request-line", b"GET / HTTP/1.1\r\nHost: x\rX-A: b\r", 400),
+    ("cr-cr-lf", b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", 400),
+    # h11's grammar lets control characters through in values; they never reach the app.
+    ("control-byte-in-header-value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n", 400),
+    ("escape-in-header-value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x1b[31mred\r\n\r\n", 400),
+    ("del-in-header-value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x7f\r\n\r\n", 400),
+    ("unit-separator-in-host", b"GET / HTTP/1.1\r\nHost: a\x1fb\r\n\r\n", 400),
+    (
+        "control-byte-in-a-value-with-a-body",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-A: \x08\r\n\r\nhi",
+        400,
+    ),
+    (
+        "control-byte-in-an-upgrade-request",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-A: \x0e\r\n\r\n",
+        400,
+    ),
 ]
 
 
@@ -707,6 +730,132 @@ def test_malformed_request_gets_the_exact_status(data: bytes, status: int, feed:
     assert len(warnings) == 1 and len(pair.logs) == 1, pair.logs
     assert "127.0.0.1:53122" in warnings[0] and warnings[0].endswith(f"(answered {status})"), warnings[0]
     assert pair.feed(request_bytes()) == [], "nothing more is read after the answer"
+
+
+@pytest.mark.parametrize(
+    ("data", "answer_text", "logged"),
+    [
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-<script>alert(1)</script>: x\r\n\r\n",
+            b"Bad Request: illegal header line\n",
+            "illegal header line: bytearray(b'X-<script>alert(1)</script>: x')",
+        ),
+        (
+            b"GET /<script> HTTP/1.1 x\r\nHost: a\r\n\r\n",
+            b"Bad Request: illegal request line\n",
+            "illegal request line: bytearray(b'GET /<script> HTTP/1.1 x')",
+        ),
+        (
+            b"GET /<script>\r\n",
+            b"Bad Request: illegal request line\n",
+            "illegal request line: b'GET /<script>'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: <script>\x1b\r\n\r\n",
+            b"Bad Request: control character in request head\n",
+            "control character in request head: b'X-A: <script>\\x1b\\r'",
+        ),
+        (
+            b"GET / HTTP/1.1\rX-A: <script>\r\r",
+            b"Bad Request: CR without LF in request head\n",
+            "CR without LF in request head: b'GET / HTTP/1.1\\rX-A: <script>\\r\\r'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: <script>\r\n folded\r\n\r\n",
+            b"Bad Request: obsolete line folding in headers\n",
+            "obsolete line folding in headers",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n<script>\r\n",
+            b"Bad Request: illegal chunk header\n",
+            "illegal chunk header: bytearray(b'<script>\\r\\n')",
+        ),
+    ],
+    ids=["header-line", "request-line", "http09-request-line", "control-character", "bare-cr", "obs-fold", "chunk"],
+)
+def test_the_answer_names_the_error_and_only_the_log_line_quotes_the_request(
+    data: bytes, answer_text: bytes, logged: str
+) -> None:
+    """The body of a 400 names the class of error; the request bytes that broke the rule
+    (repr-escaped) are in the log line only, never echoed back to the client."""
+    pair = HTTPPair()
+    pair.feed(data)
+    [response] = read_responses(bytes(pair.wire), [data.split(b" ", 1)[0]])
+    assert (response.status, response.body) == (400, answer_text)
+    assert b"<script>" not in pair.wire
+    assert pair.warnings() == [f"Invalid HTTP request from 127.0.0.1:53122: {logged} (answered 400)"]
+
+
+def test_every_h11_error_is_answered_by_its_class() -> None:
+    """h11's messages that quote the request are cut to their class; a message not known
+    is answered as a malformed request, whatever it says."""
+    assert error_class("illegal header line: bytearray(b'a b: c')") == "illegal header line"
+    assert error_class("malformed chunk footer: b'xy' (expected b'\\r\\n')") == "malformed chunk footer"
+    assert error_class("Missing mandatory Host: header") == "Missing mandatory Host: header"
+    assert error_class("something new: b'<script>'") == "malformed request"
+
+
+@pytest.mark.parametrize("reads", ["one-read", "while-the-first-is-in-flight"])
+def test_a_pipelined_head_with_a_control_character_is_refused_after_the_first_response(reads: str) -> None:
+    """The head after a request is checked as every head is, however its bytes came."""
+    first = request_bytes("POST", "/first", body=b"abc")
+    second = b"GET /second HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n"
+    pair = HTTPPair()
+    if reads == "one-read":
+        pair.feed(first + second)
+    else:
+        pair.feed(first)
+        pair.feed(second)
+    answer(pair, pair.cycle)
+    assert [s.scope["path"] for s in pair.started] == ["/first"]
+    assert [r.status for r in read_responses(bytes(pair.wire), [b"POST", b"GET"])] == [200, 400]
+    assert pair.closes == 1
+
+
+def test_tab_and_obs_text_in_a_value_reach_the_app() -> None:
+    """Only control characters are refused: a tab inside a value and bytes 0x80-0xFF
+    (obs-text) are field content."""
+    pair = HTTPPair()
+    pair.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\tb \x80\xff\r\n\r\n")
+    assert (b"x-a", b"a\tb \x80\xff") in pair.scope["headers"]
+    assert pair.logs == []
+
+
+SPLIT_HEADS = [
+    request_bytes("GET", "/a?b=c", [("Accept", "*/*")]),
+    b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF line ends: h11 reads them
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    b"POST / HTTP/1.1\nHost: a\nContent-Length: 6\n\n\r\r\x01 \r\n",  # a body is not a head
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\na\rb\x7f\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na\rb\r\n0\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\nX-A: a\tb \x80\r\n\r\n",
+    request_bytes("GET", "/first") + request_bytes("POST", "/second", body=b"x\ry"),
+]
+
+
+def split_outcome(reads: list[bytes]) -> tuple[Any, ...]:
+    """What the apps and the client see of ``reads``: each app's scope and request body,
+    the responses, and whether the connection closed (each app answers in turn)."""
+    pair = HTTPPair()
+    for data in reads:
+        pair.feed(data)
+    answered = 0
+    while answered < len(pair.started):
+        answer(pair, pair.started[answered].cycle, b"answer %d" % answered)
+        answered += 1
+    bodies = [b"".join(m.get("body", b"") for m in pair.delivered(s.cycle)) for s in pair.started]
+    return [s.scope for s in pair.started], bodies, bytes(pair.wire), pair.closes, pair.logs
+
+
+@pytest.mark.parametrize("data", SPLIT_HEADS)
+def test_a_valid_request_split_anywhere_is_read_as_when_whole(data: bytes) -> None:
+    """The checks that refuse a head as soon as it cannot become valid never refuse one
+    still arriving: split at any point, or sent a byte at a time, it is read as whole."""
+    whole = split_outcome([data])
+    assert whole[3:] == (0, []), "the request is valid"
+    for cut in range(1, len(data)):
+        assert split_outcome([data[:cut], data[cut:]]) == whole, cut
+    assert split_outcome([data[i : i + 1] for i in range(len(data))]) == whole
 
 
 @pytest.mark.parametrize("feed", ["whole", "bytewise"])

@@ -13,6 +13,7 @@ what follows the head.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channelserver.errors import ASGIProtocolError, ClientDisconnected
-from channelserver.protocol.events import Deliver, StartApp, Upgrade
+from channelserver.protocol.events import CloseTransport, Deliver, Log, StartApp, Upgrade, Write
 from channelserver.protocol.http11 import KEEP_ALIVE, HTTPConnection
 from channelserver.protocol.request import read_plain_head
 
@@ -55,7 +56,7 @@ names = mostly(
     16,
 )
 separators = mostly([b": ", b":", b":\t", b":  ", b": \t"], [b" :", b"\t:"], 2, 20)
-values = mostly(
+plain_values = mostly(
     [
         b"a",
         b"127.0.0.1",
@@ -66,7 +67,7 @@ values = mostly(
         b"keep-alive",
         b"a  b",
         b"\x80\xff",
-        b"\x01\x7f",
+        b"a\tb",
         b"",
     ],
     [
@@ -80,11 +81,18 @@ values = mostly(
         b"100-continue",
         b"websocket",
         b"\x00",
+        b"\x01\x7f",
         b"x\ry",
         b"x\ny",
     ],
     6,
     16,
+)
+#: The control characters h11's grammar lets through in a value (all but NUL, tab, LF, VT,
+#: FF and CR): refused on both paths. One value in ten carries one, anywhere in it.
+controls = st.sampled_from([bytes([c]) for c in (*range(0x01, 0x09), *range(0x0E, 0x20), 0x7F)])
+values = st.integers(1, 10).flatmap(
+    lambda i: st.tuples(plain_values, controls, plain_values).map(b"".join) if i == 1 else plain_values
 )
 trailing_ows = st.sampled_from([b"", b"", b"", b" ", b"\t", b" \t"])
 line_ends = mostly([b"\r\n"], [b"\n", b"\r", b"\r\n ", b"\r\n\t", b" \r\n"], 2, 20)
@@ -133,11 +141,13 @@ heads = st.builds(
 options = st.sampled_from([{}, {}, {"max_headers": 3}, {"max_incomplete_event_size": 48}, {"max_body_size": 0}])
 
 
-def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"", before: bytes = b"") -> list[Any]:
+def trace(
+    data: bytes | list[bytes], fast: bool, opts: dict[str, Any], more: bytes = b"", before: bytes = b""
+) -> list[Any]:
     """Everything the machine does, with an app that asks for each request's body and
     answers it: for ``before`` (an earlier read, answered first, so that what a request h11
-    read leaves behind meets the next one), ``data`` (one read) and ``more`` (the next
-    read, before any answer), then for one more request on the same connection, then for
+    read leaves behind meets the next one), ``data`` (one read, or several in a row) and
+    ``more`` (the next read, before any answer), then for one more request on the same connection, then for
     a shutdown, the keep-alive timer and the peer leaving."""
     machine = HTTPConnection(client=CLIENT, server=SERVER, fast_heads=fast, **opts)
     cycles: list[Any] = []
@@ -175,7 +185,8 @@ def trace(data: bytes, fast: bool, opts: dict[str, Any], more: bytes = b"", befo
     if before:
         execute(machine.receive_data(before))
         answer()
-    execute(machine.receive_data(data))
+    for read in [data] if isinstance(data, bytes) else data:
+        execute(machine.receive_data(read))
     if more:
         execute(machine.receive_data(more))
     answer()
@@ -210,6 +221,41 @@ def test_the_plain_head_reader_changes_nothing_h11_would_do(
     data: bytes, opts: dict[str, Any], more: bytes, before: bytes
 ) -> None:
     assert trace(data, True, opts, more, before) == trace(data, False, opts, more, before)
+
+
+def seen(record: list[Any]) -> tuple[Any, ...]:
+    """What the client and the apps see in a trace, whatever the reads the bytes came in:
+    each app's scope and whole request body (in however many messages), the upgrades, the
+    status of each answer, the closes and the number of warnings (their text names what
+    was found first, which may depend on where the bytes were split)."""
+    scopes = [item[2] for item in record if type(item) is tuple and item[0] == "start"]
+    bodies = [b"" for _ in scopes]
+    for item in record:
+        if type(item) is tuple and item[0] == "deliver":
+            bodies[item[1]] += item[2].get("body", b"")
+    upgrades = [item[1] for item in record if type(item) is tuple and item[0] == "upgrade"]
+    statuses = [item.data[9:12] for item in record if type(item) is Write and item.data[:9] == b"HTTP/1.1 "]
+    closes = sum(type(item) is CloseTransport for item in record)
+    warnings = sum(type(item) is Log and item.level == "warning" for item in record)
+    return scopes, bodies, upgrades, statuses, closes, warnings
+
+
+@settings(max_examples=800, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(heads, st.lists(st.integers(1, 300), max_size=3))
+def test_a_head_split_anywhere_is_answered_as_when_whole(data: bytes, cuts: list[int]) -> None:
+    """A head that can no longer become valid is refused as soon as its bytes say so (a
+    CR without LF, an HTTP/0.9 request line), while one still arriving is read on: split at
+    any points, any head is answered as when it came in one read."""
+    bounds = [0, *sorted({cut for cut in cuts if cut < len(data)}), len(data)]
+    reads = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    assert seen(trace(reads, True, {})) == seen(trace(data, True, {}))
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(heads)
+def test_a_head_sent_a_byte_at_a_time_is_answered_as_when_whole(data: bytes) -> None:
+    reads = [data[i : i + 1] for i in range(len(data))]
+    assert seen(trace(reads, True, {})) == seen(trace(data, True, {}))
 
 
 @SAME
