@@ -4,7 +4,8 @@ parsers' own cost, as server CPU time per operation and throughput.
 Method (docs/performance.md says more):
 
 - Every server serves the same raw ASGI app (:mod:`bench.apps`) from its own process,
-  started by its command line on 127.0.0.1 port 0, access logs off.
+  started by its command line on 127.0.0.1 port 0, access logs off; channelserver and
+  Uvicorn are measured again with their access logs on (the defaults users run).
 - The load generator (:mod:`bench.load`) is a separate process: raw sockets, pre-built
   requests and masked frames, one operation in flight per connection. It snapshots the
   server's user+sys CPU time (psutil) right before and after its timed phase; server CPU
@@ -94,13 +95,15 @@ class ServerSpec:
     workloads: tuple[str, ...] = WORKLOADS
 
 
-def _channelserver(*flags: str) -> Callable[[list[str], str], list[str]]:
-    return lambda bind, app: [PYTHON, "-m", "channelserver", *bind, "--no-access-log", *flags, app]
+def _channelserver(*flags: str, access_log: bool = False) -> Callable[[list[str], str], list[str]]:
+    quiet = () if access_log else ("--no-access-log",)
+    return lambda bind, app: [PYTHON, "-m", "channelserver", *bind, *quiet, *flags, app]
 
 
-def _uvicorn(*flags: str) -> Callable[[list[str], str], list[str]]:
+def _uvicorn(*flags: str, access_log: bool = False) -> Callable[[list[str], str], list[str]]:
+    quiet = () if access_log else ("--no-access-log",)
     return lambda bind, app: [
-        *(PYTHON, "-m", "uvicorn", *bind, "--http", "h11", "--ws", "wsproto", "--no-access-log"),
+        *(PYTHON, "-m", "uvicorn", *bind, "--http", "h11", "--ws", "wsproto", *quiet),
         *flags,
         app,
     ]
@@ -137,11 +140,17 @@ SERVERS = {
             _CS_READY,
             ("http", "ws"),
         ),
+        # The defaults users run: an access log line per request (to the pipe this process
+        # reads), as both servers write by default.
+        ServerSpec(
+            "channelserver-log", "channelserver, access log", _AUTO_LOOP, _channelserver(access_log=True), _CS_READY
+        ),
+        ServerSpec("uvicorn-log", "uvicorn h11/wsproto, access log", _AUTO_LOOP, _uvicorn(access_log=True), _UV_READY),
         ServerSpec("channelserver-asyncio", "channelserver", "asyncio", _channelserver("--loop", "asyncio"), _CS_READY),
         ServerSpec("uvicorn-asyncio", "uvicorn h11/wsproto", "asyncio", _uvicorn("--loop", "asyncio"), _UV_READY),
     )
 }
-DEFAULT_SERVERS = ("channelserver", "uvicorn", "daphne", "floor")
+DEFAULT_SERVERS = ("channelserver", "uvicorn", "channelserver-log", "uvicorn-log", "daphne", "floor")
 
 
 def child_env(extra: dict[str, str] | None = None, source: str | None = None) -> dict[str, str]:
