@@ -8,10 +8,10 @@ every other byte to wsproto, at frame boundaries, so that wsproto sees exactly t
 it would have seen; :func:`plain_frame` writes a whole message as one final unmasked
 frame (RFC 6455 5.2), the bytes wsproto writes for it.
 
-A frame is read here only when all of these hold; anything else goes to wsproto, which
+A frame is read here only when all of these hold; any other frame goes to wsproto, which
 reads it (and names the error, if it is one) as it always did:
 
-- its first byte is FIN with the text or binary opcode, no reserved bit; it is masked;
+- its first byte is FIN with the text or binary opcode (so no reserved bit); it is masked;
 - it does not arrive inside a fragmented message (wsproto fails such a frame);
 - its length is written in the shortest form (RFC 6455 5.2: "the minimal number of
   bytes MUST be used"; wsproto fails a longer one) and is at most ``FAST_MAX`` and at
@@ -23,11 +23,10 @@ reads it (and names the error, if it is one) as it always did:
 - the connection takes it now (the ``deliver`` callback says: after a close has begun,
   wsproto reads it, and drops it or fails the connection as it would have).
 
-Header errors wsproto finds in the first two bytes (an unknown opcode, a fragmented or
-oversized control frame) are handed over at once; errors it finds once the length is read
-(a non-minimal length, a reserved bit, an unmasked frame) are handed over when the length
-has arrived: wsproto reports them at those same points. After such an error wsproto
-reads everything.
+wsproto fails an unknown opcode and a control frame longer than 125 bytes on its first
+two bytes, before any length bytes: those are handed over at once, with all that follows
+(wsproto fails the connection); any other frame is handed over once its length
+is known, when wsproto too has read enough of it to fail or read it.
 
 ``tests/unit/protocol/test_frames.py`` holds the proof: for any byte stream split
 anywhere, with app sends, timers and closes in between, a connection gives the same
@@ -66,13 +65,16 @@ def plain_frame(first_byte: int, payload: bytes) -> bytes:
     return bytes((first_byte, 127)) + n.to_bytes(8, "big") + payload
 
 
+#: ``int.from_bytes`` looked up once: on the path of every frame read here.
+_from_bytes = int.from_bytes
+
+
 def unmask(key: bytes, payload: bytes) -> bytes:
-    """RFC 6455 5.3: XOR with the 4-byte key repeated, as one big-integer operation."""
+    """RFC 6455 5.3: XOR with the 4-byte key repeated, as one big-integer operation (the
+    key is repeated to a multiple of 4 bytes; what it has beyond the payload is cut off)."""
     n = len(payload)
-    if not n:
-        return b""
-    mask = (key * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+    mask = _from_bytes(key * ((n + 3) >> 2), "little")
+    return (_from_bytes(payload, "little") ^ mask).to_bytes((n + 3) & ~3, "little")[:n]
 
 
 class FrameReader:
@@ -84,7 +86,7 @@ class FrameReader:
     True once the connection is closed: nothing more is read.
     """
 
-    __slots__ = ("active", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
+    __slots__ = ("deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
 
     def __init__(
         self,
@@ -102,13 +104,8 @@ class FrameReader:
         self.fragmented = False
         #: The start of a frame not yet complete.
         self.partial = b""
-        #: False once wsproto reads everything (after a header it fails).
-        self.active = True
 
     def feed(self, data: bytes) -> None:
-        if not self.active:
-            self.to_wsproto(data)
-            return
         if self.partial:
             data = self.partial + data
             self.partial = b""
@@ -130,11 +127,12 @@ class FrameReader:
             second = data[i + 1]
             opcode = first & 0x0F
             length = second & 0x7F
-            if opcode not in _OPCODES or (opcode & 0x08 and (not first & 0x80 or length > 125)):
-                # wsproto fails these on the first two bytes: an unknown opcode, a control
-                # frame fragmented or longer than 125 bytes.
-                self._give_up(data[i:])
+            if opcode not in _OPCODES or (opcode & 0x08 and length > 125):
+                # wsproto fails these on two bytes, before the length bytes it would wait
+                # for, and closes: nothing more is read.
+                self.to_wsproto(data[i:])
                 return
+            plain = second & 0x80  # masked
             start = i + 2
             if length == 126:
                 start = i + 4
@@ -143,24 +141,17 @@ class FrameReader:
                     return
                 length = (data[i + 2] << 8) | data[i + 3]
                 if length < 126:
-                    self._give_up(data[i:])  # 2 length bytes where 1 would do
-                    return
+                    plain = 0  # 2 length bytes where 1 would do: wsproto fails it
             elif length == 127:
                 start = i + 10
                 if end < start:
                     self.partial = data[i:]
                     return
                 length = int.from_bytes(data[i + 2 : start], "big")
-                if length < 65536 or length >> 63:
-                    self._give_up(data[i:])  # 8 length bytes where 2 would do, or the top bit set
-                    return
-            if first & 0x70 or not second & 0x80:
-                # A reserved bit (no extension is in use) or an unmasked frame.
-                self._give_up(data[i:])
-                return
-            start += 4  # the masking key
+                plain = 0  # over FAST_MAX; or 8 length bytes where 2 would do, which wsproto fails
+            start += 4  # the masking key (wsproto fails an unmasked frame on its length)
             total = start - i + length
-            if (first == TEXT or first == BINARY) and not self.fragmented and length <= self.limit:
+            if plain and TEXT <= first <= BINARY and not self.fragmented and length <= self.limit:
                 if end - i >= total:
                     payload = unmask(data[start - 4 : start], data[start : i + total])
                     if first == BINARY:
@@ -186,8 +177,3 @@ class FrameReader:
             i += len(chunk)
             if self.to_wsproto(chunk):
                 return
-
-    def _give_up(self, data: bytes) -> None:
-        """wsproto fails this frame: it reads everything from here on."""
-        self.active = False
-        self.to_wsproto(data)
