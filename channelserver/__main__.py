@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import add_arguments, config_from_args
-from .errors import ConfigError, StartupError
+from .errors import EXIT_OK, EXIT_STARTUP_FAILED, ConfigError, StartupError
 from .importer import import_app
 
 __all__ = ["build_parser", "console", "main"]
@@ -47,16 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("channelserver.error")
     try:
         app = import_app(args.application)
+        if config.workers > 1 or config.max_requests:
+            from .supervisor.multiprocess import Supervisor
+
+            return Supervisor(config, args.application).run()
+        from .server.server import run
+
+        run(config, app)
     except StartupError as exc:
         log.error("%s", exc)
-        return 3
-    if config.workers > 1 or config.max_requests:
-        from .supervisor.multiprocess import Supervisor
-
-        return Supervisor(config, args.application).run()
-    from .server.server import run
-
-    return run(config, app)
+        return EXIT_STARTUP_FAILED
+    return EXIT_OK
 
 
 def console() -> None:

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ["ASGIProtocolError", "ClientDisconnected", "ConfigError", "StartupError"]
+__all__ = [
+    "EXIT_KILLED",
+    "EXIT_OK",
+    "EXIT_STARTUP_FAILED",
+    "ASGIProtocolError",
+    "ClientDisconnected",
+    "ConfigError",
+    "StartupError",
+]
+
+#: Exit codes of ``python -m channelserver`` (and of each worker process).
+EXIT_OK = 0
+#: The supervisor had to kill a worker that did not stop within its bound.
+EXIT_KILLED = 1
+#: The server could not start (bad app, cannot bind, lifespan startup failed).
+EXIT_STARTUP_FAILED = 3
 
 
 class ConfigError(ValueError):

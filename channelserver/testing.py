@@ -26,7 +26,6 @@ WebSockets are closed with 1012 and app instances get their disconnect.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import multiprocessing
 import traceback
@@ -85,38 +84,25 @@ class ChannelServerProcess(multiprocessing.Process):
 
     def run(self) -> None:
         try:
-            from .server.server import Server, capture_signals, new_event_loop
-            from .server.tasks import close_loop
+            from .server.server import run
 
             config = self.build_config()
             application = self.get_application()
-            loop = new_event_loop(config.loop)
-            asyncio.set_event_loop(loop)
-            self.server = server = Server(config, application)
             if self.setup is not None:
                 self.setup()
             try:
-                with capture_signals(server, loop):
-                    loop.run_until_complete(self._serve(server))
+                run(config, application, on_ready=self._ready)
             finally:
                 if self.teardown is not None:
                     self.teardown()
-                close_loop(loop)
         except BaseException as exc:
             # The parent reads it from the queue (it raises "did not start up" with it).
             self.errors.put((exc, traceback.format_exc()))
 
-    async def _serve(self, server: Any) -> None:
-        serving = asyncio.ensure_future(server.serve())
-        await asyncio.sleep(0)  # serve() creates its `started` event before its first await
-        if server.started is not None:
-            started = asyncio.ensure_future(server.started.wait())
-            await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-            started.cancel()
-            if server.started.is_set() and server.ports:
-                self.port.value = server.ports[0]
-                self.ready.set()
-        await serving
+    def _ready(self, server: Any) -> None:
+        if server.ports:
+            self.port.value = server.ports[0]
+            self.ready.set()
 
 
 def _live_server_base() -> type:

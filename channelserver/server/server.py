@@ -29,8 +29,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from ..config import Config
 from ..errors import StartupError
@@ -119,16 +118,27 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 class Server:
-    def __init__(self, config: Config, app: ASGIApp, *, on_request: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        *,
+        on_request: Callable[[], None] | None = None,
+        on_ready: Callable[[Server], None] | None = None,
+    ) -> None:
         self.config = config
         self.app = app
         #: Called once per request and per WebSocket connection (the supervisor counts them).
         self.on_request = on_request
+        #: Called on the loop once every socket listens (``bound``, ``ports`` are known).
+        self.on_ready = on_ready
         self.should_exit: asyncio.Event | None = None
         self.force_exit = False
         self.state: ServerState | None = None
         self.listeners: list[asyncio.AbstractServer] = []
         self.bound: list[str] = []
+        #: The TCP ports listened on (with port 0 in the config: the ones the system picked).
+        self.ports: list[int] = []
         self.sockets: list[socket.socket] = []
         #: Set once every socket is listening.
         self.started = asyncio.Event()
@@ -154,9 +164,13 @@ class Server:
             )
             self.listeners.append(listener)
             self.bound.append(describe_socket(sock, tls=context is not None))
+            if sock.family != socket.AF_UNIX:
+                self.ports.append(sock.getsockname()[1])
         for where in self.bound:
             log.info("Listening on %s (pid %d)", where, os.getpid())
         self.started.set()
+        if self.on_ready is not None:
+            self.on_ready(self)
         await self.should_exit.wait()
         await self.shutdown()
 
@@ -169,10 +183,6 @@ class Server:
         self.should_exit.set()
         if self.force_exit and self._force_event is not None:
             self._force_event.set()
-
-    @property
-    def ports(self) -> list[int]:
-        return [int(b.rsplit(":", 1)[1]) for b in self.bound if not b.startswith("unix:")]
 
     # -- shutdown ----------------------------------------------------------------------
     async def _bounded(self, event: asyncio.Event, timeout: float) -> bool:
@@ -276,18 +286,29 @@ def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator
                 loop.remove_signal_handler(sig)
 
 
-def run(config: Config, app: ASGIApp, sockets: list[socket.socket] | None = None) -> int:
-    """Serve ``app`` until SIGINT/SIGTERM; return the process exit code."""
+def run(
+    config: Config,
+    app: ASGIApp,
+    sockets: list[socket.socket] | None = None,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    on_request: Callable[[], None] | None = None,
+    signals: bool = True,
+) -> None:
+    """Serve ``app`` on a fresh event loop until SIGINT/SIGTERM (or ``server.handle_exit()``),
+    shut down in order, and close the loop (bounded, see ``tasks.close_loop``).
+
+    The one runner: ``python -m channelserver``, each worker, ``runchannelserver`` and
+    ``ChannelServerProcess`` all serve through it. ``on_ready(server)`` is called on the
+    loop once every socket listens; ``signals`` False leaves the signal handlers alone (a
+    server in a thread other than the main one). Raises :class:`StartupError` when the
+    server cannot start."""
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    server = Server(config, app)
+    server = Server(config, app, on_request=on_request, on_ready=on_ready)
     try:
-        with capture_signals(server, loop):
+        with capture_signals(server, loop) if signals else contextlib.nullcontext():
             loop.run_until_complete(server.serve(sockets))
-    except StartupError as exc:
-        log.error("%s", exc)
-        return 3
     finally:
         close_loop(loop)
-    sys.stdout.flush()
-    return 0
+        sys.stdout.flush()

@@ -65,19 +65,14 @@ from types import FrameType
 from typing import Any
 
 from ..config import Config
-from ..errors import StartupError
+from ..errors import EXIT_KILLED, EXIT_OK, EXIT_STARTUP_FAILED, StartupError
 from ..importer import import_app
-from ..server.server import Server, bind_socket, capture_signals, describe_socket, new_event_loop
-from ..server.tasks import CANCEL_GRACE, close_loop, exit_watchdog
+from ..server.server import Server, bind_socket, describe_socket, run
+from ..server.tasks import CANCEL_GRACE, exit_watchdog
 
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("channelserver.error")
-
-#: Exit code of a start-up failure, as for the single-process server.
-EXIT_STARTUP_FAILED = 3
-#: Exit code when a worker had to be killed at shutdown.
-EXIT_KILLED = 1
 
 
 class Phase(enum.Enum):
@@ -513,48 +508,30 @@ class WorkerRuntime:
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     def run(self, sockets: list[socket.socket]) -> int:
+        """Serve until told to stop; tell the parent when ready, or why it could not start."""
         try:
-            loop = self.loop = new_event_loop(self.spec.config.loop)
-        except StartupError as exc:
-            _report(self.conn, ("failed", str(exc)))
+            run(self.spec.config, self.app, sockets, on_ready=self._ready, on_request=self._request_counted)
+        except Exception as exc:
+            if self.server is not None and self.server.started.is_set():
+                raise
+            text = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            _report(self.conn, ("failed", text))
             return EXIT_STARTUP_FAILED
-        asyncio.set_event_loop(loop)
-        try:
-            return loop.run_until_complete(self._serve(sockets))
+        else:
+            if self.server is None:
+                _report(self.conn, ("failed", "the server stopped before it was listening"))
+                return EXIT_STARTUP_FAILED
+            return EXIT_OK
         finally:
-            close_loop(loop)
             self.conn.close()
 
-    async def _serve(self, sockets: list[socket.socket]) -> int:
-        loop = asyncio.get_running_loop()
-        server = self.server = Server(self.spec.config, self.app, on_request=self._request_counted)
-        serving = loop.create_task(server.serve(sockets))
-        with capture_signals(server, loop):
-            started = loop.create_task(server.started.wait())
-            await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-            if not server.started.is_set():
-                started.cancel()
-                return self._failed(serving)
-            fd = self.conn.fileno()
-            loop.add_reader(fd, self._parent_spoke)
-            _report(self.conn, ("ready",))
-            self._request_counted()
-            try:
-                await serving
-            finally:
-                loop.remove_reader(fd)
-        return 0
-
-    def _failed(self, serving: asyncio.Task[None]) -> int:
-        exc = serving.exception() if not serving.cancelled() else None
-        if isinstance(exc, StartupError):
-            text = str(exc)
-        elif exc is not None:
-            text = f"{type(exc).__name__}: {exc}"
-        else:
-            text = "the server stopped before it was listening"
-        _report(self.conn, ("failed", text))
-        return EXIT_STARTUP_FAILED
+    def _ready(self, server: Server) -> None:
+        """Every socket listens: answer the parent's pings from now on, and say so."""
+        self.server = server
+        self.loop = loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._parent_spoke)
+        _report(self.conn, ("ready",))
+        self._request_counted()
 
     def _request_counted(self) -> None:
         """ServerState.on_request: ask to retire once max_requests is reached."""

@@ -326,43 +326,25 @@ class Command(BaseCommand):
 
     # -- serving ------------------------------------------------------------------------
     def serve(self, config: Config, app: Any, sock: socket.socket, reloading: bool, **options: Any) -> None:
-        from channelserver.server.server import Server, capture_signals, new_event_loop
-        from channelserver.server.tasks import close_loop
+        from channelserver.server.server import run
 
-        try:
-            loop = new_event_loop(config.loop)
-        except StartupError as exc:
-            raise CommandError(str(exc)) from None
-        asyncio.set_event_loop(loop)
-        server = Server(config, app)
-        self._server, self._loop = server, loop
+        def ready(server: Any) -> None:
+            self._server, self._loop = server, asyncio.get_running_loop()
+            self.print_banner([self.describe(sock)])
+
         self._stopped.clear()
         if reloading:
             autoreload.file_changed.connect(self.on_file_changed, dispatch_uid="channelserver.runchannelserver")
         try:
-            if threading.current_thread() is threading.main_thread():
-                with capture_signals(server, loop):
-                    loop.run_until_complete(self._serve(server, sock))
-            else:
-                loop.run_until_complete(self._serve(server, sock))
+            # Under the autoreloader this runs in a thread of its own: no signal handlers.
+            run(config, app, [sock], on_ready=ready, signals=threading.current_thread() is threading.main_thread())
         except StartupError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            close_loop(loop)
+            self._server = self._loop = None
             self._stopped.set()
         if options.get("shutdown_message"):
             self.stdout.write(options["shutdown_message"])
-
-    async def _serve(self, server: Any, sock: socket.socket) -> None:
-        serving = asyncio.ensure_future(server.serve([sock]))
-        await asyncio.sleep(0)  # serve() creates its `started` event before its first await
-        if server.started is not None:
-            started = asyncio.ensure_future(server.started.wait())
-            await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-            started.cancel()
-        if not serving.done():
-            self.print_banner([self.describe(sock)])
-        await serving
 
     def on_file_changed(self, sender: Any, file_path: Any, **kwargs: Any) -> None:
         """Django's reloader saw ``file_path`` change: close connections (WebSockets with
