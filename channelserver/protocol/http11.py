@@ -237,7 +237,10 @@ class HTTPConnection:
         at = refused.start()
         start = head.rfind(b"\n", 0, at) + 1
         stop = head.find(b"\n", at)
-        line = head[start : stop if stop >= 0 else len(head)][:200]  # for the log line
+        line = head[start : stop if stop >= 0 else len(head)]  # for the log line
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        line = line[:200]
         what = BARE_CR if head[at] == 13 else CONTROL
         return h11.RemoteProtocolError(f"{what}: {line!r}", error_status_hint=400)
 
