@@ -17,6 +17,9 @@ HTTP routes:
 - ``/stream`` streams 1 KiB chunks and never reads again; records how ``send()`` ended;
 - ``/no-response`` returns without a response;
 - ``/misuse`` sends a body before the start; records the exception ``send()`` raised.
+- ``/start-twice`` sends a start (201, ``x-first: yes``), then another (500,
+  ``x-second: yes``), records the exception that one raised, and goes on: sends its body
+  ``first body``, or with ``then=return`` returns without one.
 
 WebSocket routes:
 
@@ -162,6 +165,16 @@ async def http(scope: Scope, receive: Any, send: Any) -> None:
         except Exception as exc:
             record(f"{token}:raised", _error_text(exc))
             raise
+    elif route == "/start-twice":
+        await _read_body(receive)
+        headers = [(b"content-type", b"text/plain"), (b"x-first", b"yes")]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        try:
+            await send({"type": "http.response.start", "status": 500, "headers": [(b"x-second", b"yes")]})
+        except Exception as exc:
+            record(f"{token}:raised", _error_text(exc))
+        if query.get("then") != "return":
+            await send({"type": "http.response.body", "body": b"first body"})
     else:
         await _read_body(receive)
         await _respond(send, b"not found\n", status=404)

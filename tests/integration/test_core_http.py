@@ -218,6 +218,48 @@ def test_asgi_misuse_raises_names_it_and_is_logged_once(server: ServerProcess) -
     assert "Traceback" not in text
 
 
+def test_a_second_start_is_refused_and_the_first_response_stands(server: ServerProcess) -> None:
+    """The app catches the error its second http.response.start raised and sends its body:
+    the client gets the first status, headers and body, on a connection that stays open."""
+    key = token()
+    log = LogWindow(server, server.url)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"/start-twice?token={key}")
+        response = conn.read_response()
+        target = where(conn, f"/start-twice?token={key}")
+        assert (response.status, response.header(b"x-first"), response.body) == (201, b"yes", b"first body")
+        assert response.header(b"x-second") is None
+        conn.request("GET", "/hello")
+        assert conn.read_response().body == b"hello world", "the connection is still in step"
+    message = f"http.response.start not allowed in state RESPONSE; expected http.response.body ({target})"
+    assert records(server.url, f"{key}:raised") == [{"type": "ASGIProtocolError", "oserror": False, "text": message}]
+    text = log.text()
+    assert len(re.findall(re.escape(f"ERROR ASGI protocol error: {message}"), text)) == 1, text
+    assert text.count("ASGI protocol error") == 1, text
+    assert "Traceback" not in text
+
+
+def test_a_second_start_then_a_return_gets_the_first_head_and_a_close(server: ServerProcess) -> None:
+    """The app returns after the refused start, without a body: the head it committed is
+    written (not a 500), then the connection closes, its chunked body cut short."""
+    key = token()
+    log = LogWindow(server, server.url)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"/start-twice?token={key}&then=return")
+        data = conn.read_until_close()
+        target = where(conn, f"/start-twice?token={key}&then=return")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 201 Created"
+    assert b"x-first: yes" in lines and b"Transfer-Encoding: chunked" in lines
+    assert b"x-second" not in data
+    assert rest == b"", "no body, not even its last chunk: the client sees it cut short"
+    assert len(records(server.url, f"{key}:raised")) == 1
+    text = log.text()
+    assert f"ERROR ASGI app returned without completing the response; closed the connection ({target})" in text
+    assert "Traceback" not in text
+
+
 def test_records_endpoint_serves_json(server: ServerProcess) -> None:
     """The test apparatus itself: facts recorded by the app come back as JSON."""
     key = token()

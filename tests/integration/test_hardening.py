@@ -208,6 +208,56 @@ def test_malformed_request_gets_its_status_and_harms_no_one_else(
         assert_quiet(window, client_port(bad), status)
 
 
+#: Heads h11 alone would wait on (for the rest of a head that can never come) or pass to the
+#: app, and one whose answer used to quote it: each is answered 400 at once, naming the
+#: error class without echoing the request.
+HOSTILE_HEADS = [
+    ("http09-request-line", b"GET /body?token=%s\r\n", b"illegal request line"),
+    ("cr-only-line-ends", b"GET /body?token=%s HTTP/1.1\rHost: x\r\r", b"CR without LF in request head"),
+    (
+        "control-character-in-a-value",
+        b"GET /body?token=%s HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n",
+        b"control character in request head",
+    ),
+    (
+        "escape-sequence-in-a-value",
+        b"GET /body?token=%s HTTP/1.1\r\nHost: a\r\nUser-Agent: \x1b[2J\x1b[31m<script>\r\n\r\n",
+        b"control character in request head",
+    ),
+    (
+        "markup-as-a-header-name",
+        b"GET /body?token=%s HTTP/1.1\r\nHost: a\r\n<script>alert(1)</script>: x\r\n\r\n",
+        b"illegal header line",
+    ),
+]
+
+
+@pytest.mark.parametrize(("head", "error"), [h[1:] for h in HOSTILE_HEADS], ids=[h[0] for h in HOSTILE_HEADS])
+def test_hostile_head_is_answered_400_at_once_and_never_reaches_the_app(
+    server: ServerProcess, head: bytes, error: bytes
+) -> None:
+    """No wait for the keep-alive timeout (5 s here): the client's own timeout is 1 s. The
+    answer names the error class and not the request's bytes; those (escaped) are for the
+    log line only."""
+    key = token()
+    with RawConnection(server.port) as normal, RawConnection(server.port, timeout=1.0) as bad:
+        window = LogWindow(server, server.url)
+        began = time.monotonic()
+        bad.send(head % key.encode())
+        response = bad.read_response()
+        assert (response.status, response.body) == (400, b"Bad Request: " + error + b"\n")
+        assert response.header(b"connection") == b"close"
+        assert bad.closed_by_peer(timeout=1.0), "the server closes a connection it refused"
+        assert time.monotonic() - began < 1.0
+        assert records(server.url, f"{key}:started", 0, 0) == [], "the app never saw the request"
+        still_serving(server, normal)
+        assert_quiet(window, client_port(bad), 400)
+        # Peer warnings are rate-limited across this module: the line may be held back.
+        for line in window.text().splitlines():
+            if f"127.0.0.1:{client_port(bad)}" in line:
+                assert f"Invalid HTTP request from 127.0.0.1:{client_port(bad)}: {error.decode()}: " in line
+
+
 def test_body_over_max_body_size_is_refused_before_the_app_starts(server: ServerProcess) -> None:
     key = token()
     with RawConnection(server.port) as conn:
