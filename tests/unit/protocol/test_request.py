@@ -7,8 +7,12 @@ same answers and refusals on the wire, the same log lines, timers and closes, an
 same again for the request after it on the same connection. The heads are drawn from
 parts meant to reach every rule the reader keeps: h11's grammar (names, separators,
 whitespace, line ends, obsolete folding, leading empty lines), the fields it hands to h11
-(``transfer-encoding``, ``expect``, ``upgrade``, lengths), ``host`` counting, versions and
-what follows the head.
+(``transfer-encoding``, ``expect``, ``upgrade``, lengths), ``host`` counting, versions,
+control characters in values (refused on both paths) and what follows the head.
+
+A second property uses the same heads: split at any points, or sent a byte at a time, a
+head is answered as when it came in one read, so the checks that refuse a head as soon as
+it can no longer become one never refuse a head still arriving.
 """
 
 from __future__ import annotations
