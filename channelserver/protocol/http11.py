@@ -225,7 +225,7 @@ class HTTPConnection:
         else:
             head = probe[: end + 3]  # never the body after it, which may be large
             self.head_tail = b""
-        if b"\r\n " in head or b"\r\n\t" in head:
+        if b"\n " in head or b"\n\t" in head:  # after CRLF or a bare LF, as h11 splits lines
             return h11.RemoteProtocolError(OBS_FOLD, error_status_hint=400)
         refused = _CONTROL(head)
         if refused is None and end < 0:

@@ -674,6 +674,7 @@ MALFORMED = [
     ("nul-in-target", b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("missing-host", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400),
+    ("obs-fold-after-bare-lf", b"GET / HTTP/1.1\nHost: a\nX-A: b\n\tc\n\n", 400),
     (
         "conflicting-content-length",
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
