@@ -11,6 +11,9 @@ Rules kept here:
   leaves (HTTP/1.1, one well-formed Sec-WebSocket-Key); a bad one gets the status wsproto
   suggests (400, or 426 with ``Sec-WebSocket-Version: 13``) and the app never runs;
 - frames that arrive before the app accepted are held, then fed in order after accept;
+- while no extension is in use, :mod:`.frames` reads and writes the plain frames clients
+  send nearly always, and hands every other byte to wsproto at frame boundaries; a proof
+  (``fast_frames=False`` turns it off for that) shows it changes nothing wsproto would do;
 - ping is answered with pong; pong (solicited or not, empty or not) only proves the peer
   alive: neither reaches the app;
 - fragmented messages are joined; a message over ``max_size`` closes with 1009;

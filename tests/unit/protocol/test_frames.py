@@ -402,6 +402,11 @@ TEXT5 = b"hello"
 @example(Case([build(0x1, b"a", fin=False), build(0x9, b"p"), build(0x0, b"b"), build(0x1, b"c")]))
 @example(Case([build(0x1, b"x"), build(0x1, b"y")], accept_at=1))
 @example(Case([build(0x8, (1000).to_bytes(2, "big")) + build(0x1, b"x")]))
+# A 16-bit length cut in two whose low byte, read as a frame's first byte, starts a binary
+# frame: the reader must hold the length bytes, not read a frame from the middle of one.
+@example(
+    Case([build(0x2, b"x" * 386, key=b"\x85\x01\x02\x03")[:3], build(0x2, b"x" * 386, key=b"\x85\x01\x02\x03")[3:]])
+)
 def test_the_plain_frame_path_changes_nothing_wsproto_would_do(case: Case) -> None:
     assert trace(case, True) == trace(case, False)
 
