@@ -152,11 +152,12 @@ class AppInstance:
                 self.conn.run(actions)
 
     def _misused(self, exc: ASGIProtocolError) -> None:
-        """Logged once; the machine decides what the peer gets (``app_misused``)."""
-        if self.failure is None:
-            self.failure = exc
-            error_log.error("ASGI protocol error: %s", exc)
-            self.conn.run(self.machine.app_misused(self.cycle))
+        """Each refused message is logged once (not again if the app lets the error end
+        it) and goes to the machine, which decides what the peer gets (``app_misused``:
+        nothing once an HTTP response head stands, else 500 or close 1011)."""
+        self.failure = exc
+        error_log.error("ASGI protocol error: %s", exc)
+        self.conn.run(self.machine.app_misused(self.cycle))
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:

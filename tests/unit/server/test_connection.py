@@ -225,6 +225,42 @@ def test_an_invalid_head_flushed_while_the_app_waits_is_answered_500(caplog: Any
     ]
 
 
+def test_each_refused_message_goes_to_the_machine_not_only_the_first(caplog: Any) -> None:
+    """An app whose start has a header that is found invalid only when the head is
+    written, and which caught the refusal of a second start before that: the 500 goes
+    out as soon as the head is flushed, and each refusal is logged once."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        never: asyncio.Future[None] = loop.create_future()
+
+        async def body(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"x")]})
+            with contextlib.suppress(RuntimeError):
+                await send({"type": "http.response.start", "status": 200})  # a second start: refused
+            await never
+
+        app = App(body)
+        protocol, transport = connect(app)
+        client, head = http_request()
+        protocol.data_received(head)
+        await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+        events = responses(client, transport.take())
+        assert [e.status_code for e in events if type(e) is h11.Response] == [500]
+        never.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.wait()
+
+    with caplog.at_level(logging.ERROR, logger="channelserver.error"):
+        run(scenario())
+    errors = [r.getMessage() for r in caplog.records if r.name == "channelserver.error"]
+    assert len(errors) == 2, errors
+    assert errors[1] == (
+        "ASGI protocol error: http.response.start: Illegal header name b'bad name' (GET / from 127.0.0.1:53122)"
+    )
+
+
 # -- a peer that leaves ------------------------------------------------------------------
 
 
