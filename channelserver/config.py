@@ -56,17 +56,18 @@ class Option:
 
 
 def option(
-    default: Any,
-    help: str,
+    default: Any = dataclasses.MISSING,
+    help: str = "",
     *,
     unit: str = "",
     group: str = "server",
-    default_factory: Any = None,
+    default_factory: Any = dataclasses.MISSING,
 ) -> Any:
+    """One setting: its default (or a factory computing it, never both) and its help."""
+    if (default is dataclasses.MISSING) == (default_factory is dataclasses.MISSING) or not help:
+        raise TypeError("option() takes a default or a default_factory, and a help text")
     metadata = {"help": help, "unit": unit, "group": group}
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def _default_workers() -> int:
@@ -190,8 +191,7 @@ class Config:
         group="lifecycle",
     )
     workers: int = option(
-        1,
-        "Worker processes sharing the listening socket (default: $WEB_CONCURRENCY, else 1).",
+        help="Worker processes sharing the listening socket (default: $WEB_CONCURRENCY, else 1).",
         group="lifecycle",
         default_factory=_default_workers,
     )
@@ -218,7 +218,6 @@ class Config:
         ("127.0.0.1", "::1"),
         "Peers whose proxy headers are trusted: addresses or networks, comma-separated; '*' trusts all.",
         group="proxy",
-        default_factory=lambda: ("127.0.0.1", "::1"),
     )
 
     # -- TLS ----------------------------------------------------------------------------
@@ -246,9 +245,6 @@ class Config:
             raise ConfigError(f"workers={self.workers!r} must be at least 1")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("ssl_keyfile is set but ssl_certfile is not")
-        for name in ("app_close_timeout", "graceful_timeout", "keep_alive_timeout", "ws_handshake_timeout"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must not be negative")
 
     # -- building -----------------------------------------------------------------------
     @classmethod
@@ -267,15 +263,6 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
-
-    @property
-    def bind_description(self) -> str:
-        if self.uds:
-            return f"unix:{self.uds}"
-        if self.fd is not None:
-            return f"fd://{self.fd}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
 
 def unknown_key_message(key: str, source: str) -> str:

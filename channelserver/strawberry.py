@@ -42,6 +42,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage as 
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
 from .errors import ClientDisconnected
+from .server.drain import DRAIN_EXTENSION
 
 __all__ = [
     "DRAIN_EXTENSION",
@@ -53,8 +54,6 @@ __all__ = [
     "restarting_error",
 ]
 
-#: The scope extension channelserver puts in every scope.
-DRAIN_EXTENSION = "channelserver.drain"
 #: The message of the error a new operation gets while the server drains.
 RESTARTING_MESSAGE = "server is restarting; retry on a new connection"
 #: Its ``extensions.code``, for clients that branch on codes rather than text.

@@ -49,7 +49,7 @@ from .events import (
 )
 from .request import REQUEST_LINE, Head, read_head, read_plain_head
 from .response import BodyWriter, ResponseError, write_head
-from .scope import http_scope
+from .scope import http_scope, peer
 
 __all__ = ["HTTPConnection"]
 
@@ -145,7 +145,7 @@ class HTTPConnection:
         self.line_read = False
         self.client = client
         self.server = server
-        self.client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
+        self.client_text = peer(client) or "unknown client"
         self.scheme = scheme
         self.root_path = root_path
         self.state = state

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["SPEC_VERSION", "http_scope", "websocket_scope"]
+__all__ = ["SPEC_VERSION", "http_scope", "peer", "websocket_scope"]
 
 SPEC_VERSION = "2.4"
 
 Address = tuple[str, int] | None
+
+
+def peer(client: tuple[str, int] | list[Any] | None) -> str | None:
+    """The client as ``ip:port`` for log lines and error texts; None when unknown."""
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:

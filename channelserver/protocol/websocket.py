@@ -52,7 +52,7 @@ from ..errors import ASGIProtocolError
 from .asgi_websocket import State, WebSocketCycle
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
-from .scope import websocket_scope
+from .scope import peer, websocket_scope
 from .table import bad_field, check_headers
 
 __all__ = ["WebSocketConnection"]
@@ -114,7 +114,7 @@ class WebSocketConnection:
         self.request = request
         self.client = client
         self.server = server
-        client_text = f"{client[0]}:{client[1]}" if client else "unknown client"
+        client_text = peer(client) or "unknown client"
         target = request.target.decode("ascii", "replace")
         self.cycle = WebSocketCycle(f"GET {target} from {client_text}")
         self.client_text = client_text

@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
+from ..protocol.scope import peer
 from .tasks import EAGER, abandon, awaiting, start_task
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ class AppInstance:
         else:
             what = f"WebSocket {scope['path']}"
         client = scope.get("client")
-        who = f" from {client[0]}:{client[1]}" if client else ""
+        who = f" from {peer(client)}" if client else ""
         return f"app instance {app} for {what}{who}"
 
     async def run(self) -> None:

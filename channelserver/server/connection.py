@@ -26,10 +26,11 @@ from ..protocol.events import (
 )
 from ..protocol.http11 import HTTPConnection
 from ..protocol.proxy import TrustedProxies, apply_proxy_headers
+from ..protocol.scope import peer
 from ..protocol.websocket import WebSocketConnection
 from ..types import ASGIApp
 from .app import AppInstance
-from .drain import ConnectionDrain
+from .drain import DRAIN_EXTENSION, ConnectionDrain
 
 __all__ = ["ConnectionProtocol", "ServerState"]
 
@@ -91,7 +92,7 @@ class ServerState:
         self.shutting_down = False
         #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
         self.drain_started = asyncio.Event()
-        self.http_extensions = {"channelserver.drain": {"started": self.drain_started}}
+        self.http_extensions = {DRAIN_EXTENSION: {"started": self.drain_started}}
         self.on_request: Any = None
         self.heads_to_flush: list[AppInstance] = []
         self._date_second = -1
@@ -341,7 +342,7 @@ class ConnectionProtocol(asyncio.Protocol):
             close_timeout=config.ws_close_timeout,
             per_message_deflate=config.ws_per_message_deflate,
             default_headers=self.state.default_header_list,
-            extensions={"channelserver.drain": drain.extension()},
+            extensions={DRAIN_EXTENSION: drain.extension()},
             handshake_timeout=config.ws_handshake_timeout,
         )
         self.run(self.machine.start())
@@ -386,7 +387,7 @@ class ConnectionProtocol(asyncio.Protocol):
     def _access(self, instance: AppInstance) -> None:
         scope = instance.scope
         client = scope.get("client")
-        who = f"{client[0]}:{client[1]}" if client else "-"
+        who = peer(client) or "-"
         took = (time.monotonic() - instance.started) * 1000
         if scope["type"] == "http":
             query = scope["query_string"]

@@ -25,7 +25,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ConnectionDrain", "Hold"]
+__all__ = ["DRAIN_EXTENSION", "ConnectionDrain", "Hold"]
+
+#: The name of the extension in every scope.
+DRAIN_EXTENSION = "channelserver.drain"
 
 
 class Hold:

@@ -179,3 +179,14 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
     assert config.replace(port=1).port == 1
+
+
+def test_an_option_takes_a_default_or_a_factory_never_both() -> None:
+    from channelserver.config import option
+
+    with pytest.raises(TypeError, match="a default or a default_factory"):
+        option(1, "help", default_factory=lambda: 1)
+    with pytest.raises(TypeError, match="a default or a default_factory"):
+        option(help="help")
+    with pytest.raises(TypeError, match="a help text"):
+        option(1)
