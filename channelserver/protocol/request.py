@@ -27,16 +27,48 @@ lines) with this reader as with h11 alone.
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import h11
 
-# h11's grammar, so that this reader accepts exactly the heads h11's reader accepts.
-from h11._abnf import header_field, request_line
-from h11._headers import CONTENT_LENGTH_MAX_DIGITS
+__all__ = ["REQUEST_LINE", "Head", "h11_internals", "read_head", "read_plain_head"]
 
-__all__ = ["REQUEST_LINE", "Head", "read_head", "read_plain_head"]
+#: The pieces of h11's private modules this reader uses, and what each must be. h11 is
+#: pinned below its next minor version (pyproject.toml); this check makes a mismatch one
+#: clear error at import time instead of a subtle difference in what is accepted.
+H11_INTERNALS = {
+    "h11._abnf": {"header_field": str, "request_line": str},
+    "h11._headers": {"CONTENT_LENGTH_MAX_DIGITS": int},
+}
+
+
+def h11_internals(load: Any = importlib.import_module) -> dict[str, Any]:
+    """h11's grammar and limits, so that this reader accepts exactly the heads h11's
+    reader accepts; ImportError naming what is missing if this h11 lacks them."""
+    found: dict[str, Any] = {}
+    for module, names in H11_INTERNALS.items():
+        try:
+            loaded = load(module)
+        except ImportError:
+            loaded = None
+        for name, kind in names.items():
+            value = getattr(loaded, name, None)
+            if not isinstance(value, kind):
+                raise ImportError(
+                    f"channelserver reads request heads with h11's own grammar and needs {module}.{name} "
+                    f"(a {kind.__name__}), which h11 {getattr(h11, '__version__', '?')} does not have; "
+                    "install the h11 version pyproject.toml names (0.16.x)"
+                )
+            found[name] = value
+    return found
+
+
+_H11 = h11_internals()
+header_field: str = _H11["header_field"]
+request_line: str = _H11["request_line"]
+CONTENT_LENGTH_MAX_DIGITS: int = _H11["CONTENT_LENGTH_MAX_DIGITS"]
 
 #: h11's request line, for a first line read before the rest of its head.
 REQUEST_LINE = re.compile(request_line.encode("ascii")).fullmatch

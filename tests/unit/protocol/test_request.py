@@ -17,7 +17,10 @@ it can no longer become one never refuse a head still arriving.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import re
+import types
 from typing import Any
 
 import pytest
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.events import CloseTransport, Deliver, Log, StartApp, Upgrade, Write
 from channelserver.protocol.http11 import KEEP_ALIVE, HTTPConnection
-from channelserver.protocol.request import read_plain_head
+from channelserver.protocol.request import h11_internals, read_plain_head
 
 CLIENT = ("127.0.0.1", 53122)
 SERVER = ("127.0.0.1", 8000)
@@ -328,3 +331,40 @@ def test_other_heads_are_left_to_h11(data: bytes) -> None:
     assert read_plain_head(data) is None
     for more in MORE:
         assert trace(data, True, {}, more) == trace(data, False, {}, more)
+
+
+# -- h11's private pieces, checked at import time -------------------------------------------
+
+
+def test_h11_internals_are_found_in_the_installed_h11() -> None:
+    found = h11_internals()
+    assert set(found) == {"header_field", "request_line", "CONTENT_LENGTH_MAX_DIGITS"}
+    assert isinstance(found["CONTENT_LENGTH_MAX_DIGITS"], int)
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [
+        ("h11._abnf", "h11._abnf.header_field (a str)"),
+        ("h11._headers", "h11._headers.CONTENT_LENGTH_MAX_DIGITS (a int)"),
+    ],
+)
+def test_an_h11_without_the_pieces_used_is_one_clear_import_error(missing: str, named: str) -> None:
+    def load(module: str) -> Any:
+        if module == missing:
+            raise ImportError(module)
+        return importlib.import_module(module)
+
+    with pytest.raises(ImportError, match=re.escape(named) + r", which h11 \S+ does not have; install the h11"):
+        h11_internals(load)
+
+
+def test_an_h11_whose_piece_changed_kind_is_refused() -> None:
+    def load(module: str) -> Any:
+        real = importlib.import_module(module)
+        if module == "h11._abnf":
+            return types.SimpleNamespace(header_field=re.compile("x"), request_line=real.request_line)
+        return real
+
+    with pytest.raises(ImportError, match=re.escape("h11._abnf.header_field (a str)")):
+        h11_internals(load)
