@@ -38,7 +38,7 @@ __all__ = ["REQUEST_LINE", "Head", "h11_internals", "read_head", "read_plain_hea
 #: The pieces of h11's private modules this reader uses, and what each must be. h11 is
 #: pinned below its next minor version (pyproject.toml); this check makes a mismatch one
 #: clear error at import time instead of a subtle difference in what is accepted.
-H11_INTERNALS = {
+H11_INTERNALS: dict[str, dict[str, type]] = {
     "h11._abnf": {"header_field": str, "request_line": str},
     "h11._headers": {"CONTENT_LENGTH_MAX_DIGITS": int},
 }
@@ -65,10 +65,10 @@ def h11_internals(load: Any = importlib.import_module) -> dict[str, Any]:
     return found
 
 
-_H11 = h11_internals()
-header_field: str = _H11["header_field"]
-request_line: str = _H11["request_line"]
-CONTENT_LENGTH_MAX_DIGITS: int = _H11["CONTENT_LENGTH_MAX_DIGITS"]
+_h11 = h11_internals()
+header_field: str = _h11["header_field"]
+request_line: str = _h11["request_line"]
+CONTENT_LENGTH_MAX_DIGITS: int = _h11["CONTENT_LENGTH_MAX_DIGITS"]
 
 #: h11's request line, for a first line read before the rest of its head.
 REQUEST_LINE = re.compile(request_line.encode("ascii")).fullmatch
