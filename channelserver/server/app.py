@@ -81,7 +81,7 @@ class AppInstance:
         if eager and EAGER:
             self.eager = True
             try:
-                self.task = start_task(self.conn.loop, coro, eager=True)
+                self.task = start_task(self.conn.loop, coro, True, self.conn.state.context.copy())
             finally:
                 self.eager = False
             if not self.finished:
@@ -89,7 +89,7 @@ class AppInstance:
                 # head goes out now rather than with a body part that may be a while.
                 self.flush_head()
         else:
-            self.task = start_task(self.conn.loop, coro, eager=False)
+            self.task = start_task(self.conn.loop, coro, False, self.conn.state.context.copy())
 
     # -- the application's view ------------------------------------------------------
     async def receive(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ app instances, deliveries, timers and log lines. It holds no protocol rules.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from email.utils import formatdate
@@ -76,6 +77,10 @@ class ServerState:
         self.app = app
         self.app_name = getattr(app, "__qualname__", None) or type(app).__qualname__
         self.loop = loop
+        #: What every app instance starts from, a fresh copy each: the context the server
+        #: was started in, never an app's (a pipelined request is started from inside the
+        #: previous request's Task, whose context variables it must not see).
+        self.context = contextvars.copy_context()
         self.connections: set[ConnectionProtocol] = set()
         self.instances: set[AppInstance] = set()
         self.lifespan_state: dict[str, Any] | None = None
@@ -166,7 +171,8 @@ class ConnectionProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.ws_drain: ConnectionDrain | None = None
         #: Nesting of run(): app instances start after the actions of the outermost run,
-        #: eagerly (see tasks.py) unless run() was entered from inside an app.
+        #: eagerly (see tasks.py), but not from a run() nested inside an eager first step,
+        #: so first steps never nest more than one deep.
         self.depth = 0
         self.to_start: list[AppInstance] = []
 

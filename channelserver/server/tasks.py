@@ -21,6 +21,7 @@ the process alive.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import sys
@@ -47,12 +48,21 @@ _THREADING_DIRS = (os.path.dirname(threading.__file__) + os.sep + "concurrent", 
 _abandoned: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
 
-def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], eager: bool) -> asyncio.Task[None]:
-    """The Task that runs ``coro``. With ``eager`` (honoured on Python 3.12+) its first step
-    has run when this returns, and the Task may be done already."""
-    if eager and EAGER:
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(coro)
+def start_task(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, None],
+    eager: bool,
+    context: contextvars.Context,
+) -> asyncio.Task[None]:
+    """The Task that runs ``coro`` in ``context`` (a fresh copy of the server's, so one
+    instance never sees another's context variables). With ``eager`` (honoured on Python
+    3.12+, unless the loop has a task factory, which an eager start would bypass) its first
+    step has run when this returns, and the Task may be done already."""
+    if eager and EAGER and loop.get_task_factory() is None:
+        return asyncio.Task(coro, loop=loop, eager_start=True, context=context)  # type: ignore[call-arg,unused-ignore]
+    if sys.version_info >= (3, 11):
+        return loop.create_task(coro, context=context)
+    return context.run(loop.create_task, coro)  # the Task copies the context it is made in
 
 
 def awaiting(coro: Any) -> tuple[str, str | None]:
@@ -91,36 +101,43 @@ def abandon(task: asyncio.Future[Any], what: str, where: str) -> None:
 
 
 def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is still pending on ``loop``, give it :data:`CANCEL_GRACE`, abandon what
-    is left, close the loop. Bounded whatever the tasks do."""
+    """Cancel what is still pending on ``loop``, give it :data:`CANCEL_GRACE` (async
+    generators' clean-up included), abandon what is left, close the loop. Bounded whatever
+    the tasks do."""
     try:
+        deadline = loop.time() + CANCEL_GRACE
         tasks = [t for t in asyncio.all_tasks(loop) if not t.done() and t not in _abandoned]
         for task in tasks:
             task.cancel()
         if tasks:
             loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_GRACE))
         for task in tasks:
+            coro = task.get_coro()
+            name = getattr(coro, "__qualname__", None) or task.get_name()
             if not task.done():
-                coro = task.get_coro()
-                name = getattr(coro, "__qualname__", None) or task.get_name()
                 abandon(task, f"task {name}", awaiting(coro)[0])
-        loop.run_until_complete(_bounded(loop.shutdown_asyncgens()))
+            elif not task.cancelled() and task.exception() is not None:
+                # retrieved here, so that asyncio does not report it at garbage collection
+                log.error("Exception in task %s as it was cancelled at shutdown", name, exc_info=task.exception())
+        rest = max(deadline - loop.time(), 0.1)
+        loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), rest))
     finally:
         loop.close()
 
 
-async def _bounded(coro: Coroutine[Any, Any, None]) -> None:
+async def _bounded(coro: Coroutine[Any, Any, None], timeout: float) -> None:
     try:
-        await asyncio.wait_for(coro, CANCEL_GRACE)
+        await asyncio.wait_for(coro, timeout)
     except asyncio.TimeoutError:
-        log.warning("Async generators still open %gs after the shutdown; exiting without them", CANCEL_GRACE)
+        log.warning("Async generators still open at the end of the shutdown; exiting without them")
 
 
 def exit_watchdog(code: int) -> None:
     """Called by a process's entry point as it returns ``code``: if the interpreter's exit
-    still waits on a thread (Python joins non-daemon threads, and the executors'
-    workers, before it exits) :data:`CANCEL_GRACE` from now, log which thread and where it
-    is, and exit with ``code`` without it."""
+    still waits on a thread :data:`CANCEL_GRACE` from now (Python joins non-daemon threads,
+    and the executors' workers, before it runs the atexit handlers), log which thread and
+    where it is, and exit with ``code`` without it. With no such thread it does nothing:
+    atexit handlers (an error reporter flushing, say) run to their end."""
 
     def watch() -> None:
         time.sleep(CANCEL_GRACE)
@@ -137,13 +154,18 @@ def exit_watchdog(code: int) -> None:
                     break
                 frame = frame.f_back
             stuck.append(f"{thread.name} (at {where})")
+        if not stuck:
+            return  # no thread holds the exit: it is in the atexit handlers, which may take their time
         log.warning(
             "Exit still waiting %gs later on thread(s) an app left busy: %s; exiting without them",
             CANCEL_GRACE,
-            ", ".join(stuck) or "none",
+            ", ".join(stuck),
         )
-        for handler in logging.getLogger().handlers + log.handlers:
-            handler.flush()
+        logger: logging.Logger | None = log
+        while logger is not None:  # the handlers on the way to the root, where the line went
+            for handler in logger.handlers:
+                handler.flush()
+            logger = logger.parent if logger.propagate else None
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

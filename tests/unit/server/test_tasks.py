@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,6 +36,8 @@ from channelserver.server.connection import ConnectionProtocol, ServerState
 from channelserver.server.tasks import CANCEL_GRACE, EAGER, abandon, close_loop, start_task
 
 from .fakes import MockTransport
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TIMEOUT = 5.0
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
@@ -155,7 +160,7 @@ def test_start_task_runs_the_first_step_inside_the_task_it_returns(kind: str) ->
         seen.append(asyncio.current_task())
 
     def from_a_callback() -> None:
-        task = start_task(loop, coro(), eager=True)
+        task = start_task(loop, coro(), True, contextvars.copy_context())
         seen.append(task)
         # eager (3.12+): the first step has run, inside the Task; else it has not run yet
         assert len(seen) == (2 if EAGER else 1)
@@ -331,3 +336,108 @@ def test_a_task_is_abandoned_once() -> None:
     finally:
         if not loop.is_closed():
             loop.close()
+
+
+def test_a_pipelined_request_does_not_see_the_context_of_the_one_before() -> None:
+    """The second request is started from inside the first one's Task (its last send()
+    completes the response, which reads the next head): it must still start from the
+    server's context, not the first request's."""
+    loop = asyncio.new_event_loop()
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(VAR.get())
+        VAR.set(scope["path"])
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
+
+    def request(path: str) -> bytes:
+        return h11.Connection(h11.CLIENT).send(h11.Request(method="GET", target=path, headers=[("Host", "x")])) or b""
+
+    try:
+        protocol = ConnectionProtocol(ServerState(Config(), app, loop))
+        transport = MockTransport(loop)
+        transport.protocol = protocol
+        protocol.connection_made(transport)
+        loop.call_soon(protocol.data_received, request("/first") + request("/second") + request("/third"))
+        while transport.buffer.count(b"HTTP/1.1 204") < 3:
+            transport.wrote.clear()
+            loop.run_until_complete(asyncio.wait_for(transport.wrote.wait(), TIMEOUT))
+    finally:
+        loop.close()
+    assert seen == ["unset", "unset", "unset"]
+
+
+def test_a_task_factory_the_loop_has_makes_every_instance_s_task() -> None:
+    """Instrumentation (error reporters, monitors) installs a task factory; an eager start
+    would bypass it, so with one installed the instance's Task is the factory's."""
+    loop = asyncio.new_event_loop()
+    made: list[Any] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    tasks = Tasks()
+    try:
+        loop.set_task_factory(factory)
+        protocol = ConnectionProtocol(ServerState(Config(), http_app(tasks), loop))
+        transport = MockTransport(loop)
+        transport.protocol = protocol
+        protocol.connection_made(transport)
+        loop.call_soon(protocol.data_received, http_get())
+        loop.run_until_complete(asyncio.wait_for(tasks.done.wait(), TIMEOUT))
+    finally:
+        loop.close()
+    tasks.check_one_task(HTTP_STEPS)
+    assert tasks.seen[0][1] in made
+
+
+def test_close_loop_reports_an_exception_a_task_raises_as_it_is_cancelled(caplog: pytest.LogCaptureFixture) -> None:
+    async def cleanup_fails() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise ValueError("cleanup failed")
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(cleanup_fails())
+    loop.run_until_complete(asyncio.sleep(0))
+    close_loop(loop)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        "Exception in task test_close_loop_reports_an_exception_a_task_raises_as_it_is_cancelled.<locals>.cleanup_fails "
+        "as it was cancelled at shutdown"
+    ]
+    assert isinstance(task.exception(), ValueError)
+
+
+WATCHDOG = """
+import atexit, sys, threading, time
+from channelserver.server.tasks import exit_watchdog
+import logging
+logging.basicConfig(level=logging.INFO)
+if sys.argv[1] == "stuck":
+    threading.Thread(target=time.sleep, args=(60,), name="stuck-thread").start()
+else:
+    atexit.register(lambda: (time.sleep(1.5), print("atexit handler finished", flush=True)))
+exit_watchdog(7)
+sys.exit(7)
+"""
+
+
+@pytest.mark.parametrize("case", ["stuck", "slow atexit"])
+def test_the_exit_watchdog_ends_a_process_only_when_a_thread_holds_its_exit(case: str) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHDOG, case.split()[0]], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 7, done.stderr
+    if case == "stuck":
+        assert "Exit still waiting 1s later on thread(s) an app left busy: stuck-thread (at " in done.stderr
+        assert took < 10, took  # not the thread's 60 s
+    else:
+        assert "atexit handler finished" in done.stdout, done
+        assert "Exit still waiting" not in done.stderr, done.stderr
