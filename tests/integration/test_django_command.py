@@ -414,3 +414,45 @@ def test_every_option_from_one_definition(tmp_path: Path) -> None:
     result = manage(BASIC, "check", "--tag", "channelserver", env={**env, "BASIC_CHANNELSERVER": every_key})
     assert result.returncode == 0, result.stdout
     assert "System check identified no issues" in result.stdout
+
+
+STOP_DURING_STARTUP = """
+import asyncio, socket, sys, threading
+import django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=[], SECRET_KEY="x")
+django.setup()
+from channelserver.config import Config
+from channelserver.management.commands.runchannelserver import Command
+
+gate, starting, stopped_by_lifespan = threading.Event(), threading.Event(), []
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    starting.set()
+    await asyncio.get_running_loop().run_in_executor(None, gate.wait)  # a slow startup
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    stopped_by_lifespan.append(True)
+    await send({"type": "lifespan.shutdown.complete"})
+
+command = Command()
+sock = socket.create_server(("127.0.0.1", 0))
+serving = threading.Thread(target=command.serve, args=(Config(), app, sock, False))
+serving.start()
+starting.wait(10)
+command.stop_server(0)  # a file changed while the app was starting: the reloader asks to stop
+gate.set()
+serving.join(10)
+print("stopped" if not serving.is_alive() and stopped_by_lifespan else "still serving", flush=True)
+sys.exit(0 if not serving.is_alive() else 1)
+"""
+
+
+def test_a_stop_asked_for_during_lifespan_startup_stops_the_server_once_it_listens() -> None:
+    """The reloader may ask runchannelserver to stop before the server listens (a file
+    changed during a slow lifespan startup): the stop is kept and honoured at once, with
+    lifespan shutdown, instead of being lost."""
+    done = subprocess.run([sys.executable, "-c", STOP_DURING_STARTUP], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "stopped", done.stdout + done.stderr

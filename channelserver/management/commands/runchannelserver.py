@@ -78,6 +78,10 @@ class Command(BaseCommand):
         self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = threading.Event()
+        #: A stop asked for before the server was listening (a file changed during lifespan
+        #: startup): ready() honours it. Guarded by _lock, with _server and _loop.
+        self._stop_pending = False
+        self._lock = threading.Lock()
         self._reloader_socket: socket.socket | None = None
         self._reloader_watching = threading.Event()
 
@@ -329,8 +333,12 @@ class Command(BaseCommand):
         from channelserver.server.server import run
 
         def ready(server: Any) -> None:
-            self._server, self._loop = server, asyncio.get_running_loop()
+            with self._lock:
+                self._server, self._loop = server, asyncio.get_running_loop()
+                stop = self._stop_pending
             self.print_banner([self.describe(sock)])
+            if stop:
+                server.handle_exit(signal.SIGTERM)
 
         self._stopped.clear()
         if reloading:
@@ -341,7 +349,8 @@ class Command(BaseCommand):
         except StartupError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            self._server = self._loop = None
+            with self._lock:
+                self._server = self._loop = None
             self._stopped.set()
         if options.get("shutdown_message"):
             self.stdout.write(options["shutdown_message"])
@@ -353,14 +362,19 @@ class Command(BaseCommand):
         self.stop_server(self.reload_grace)
 
     def stop_server(self, timeout: float) -> None:
-        """Ask the server (running in another thread) to shut down; wait up to ``timeout``."""
-        server, loop = self._server, self._loop
-        if server is None or loop is None or self._stopped.is_set():
+        """Ask the server (running in another thread) to shut down, now or as soon as it
+        listens; wait up to ``timeout``."""
+        if self._stopped.is_set():
             return
-        try:
-            loop.call_soon_threadsafe(server.handle_exit, signal.SIGTERM)
-        except RuntimeError:  # the loop has just closed
-            return
+        with self._lock:
+            server, loop = self._server, self._loop
+            if server is None or loop is None:
+                self._stop_pending = True
+        if server is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(server.handle_exit, signal.SIGTERM)
+            except RuntimeError:  # the loop has just closed
+                return
         self._stopped.wait(timeout)
 
     def run_workers(self, config: Config, sock: socket.socket, static: bool, **options: Any) -> None:
