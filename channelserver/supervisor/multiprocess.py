@@ -34,7 +34,7 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   signal is replaced, one at a time. In both, the replacement is started and *ready*
   before the old worker gets its SIGTERM;
 - SIGINT/SIGTERM: every worker gets SIGTERM at once and drains in parallel; one still
-  running after ``graceful_timeout + 2 * app_close_timeout + 5.5 s + stop_margin`` (the
+  running after ``graceful_timeout + 2 * app_close_timeout + 5 s + stop_margin`` (the
   worker's own bound, see ``Supervisor.stop_timeout``) is killed. Exit 0 when all stopped
   by themselves, 1 if one had to be killed.
 
@@ -160,11 +160,9 @@ class Supervisor:
         self.startup_timeout = startup_timeout
         # A worker's own shutdown is bounded by graceful_timeout, up to 1 s of WebSocket
         # close handshakes, app_close_timeout for the apps and again for lifespan shutdown,
-        # CANCEL_GRACE after each of the three cancellations (apps, lifespan, leftovers) and
-        # once more for the exit watchdog (a thread an app left busy).
-        self.stop_timeout = (
-            config.graceful_timeout + 2 * config.app_close_timeout + 1.5 + 4 * CANCEL_GRACE + stop_margin
-        )
+        # and CANCEL_GRACE four times: after the apps' cancellation, after lifespan's, for
+        # the loop's last clean-up and for the exit watchdog (a thread an app left busy).
+        self.stop_timeout = config.graceful_timeout + 2 * config.app_close_timeout + 1 + 4 * CANCEL_GRACE + stop_margin
         self.context = multiprocessing.get_context("spawn")
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []

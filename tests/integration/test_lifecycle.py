@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,15 @@ def test_a_lifespan_shutdown_that_never_answers_cannot_hang_the_exit(events: Eve
 
 
 DEAF = "lifecycle_deaf:application"
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.M)
+
+
+def shutdown_span(log: str) -> float:
+    """Seconds from the server's "Shutting down" line to its last log line."""
+    start = next(line for line in log.splitlines() if "Shutting down" in line)
+    first = datetime.strptime(_STAMP.match(start).group(1), "%Y-%m-%d %H:%M:%S,%f")  # type: ignore[union-attr]
+    last = datetime.strptime(_STAMP.findall(log)[-1], "%Y-%m-%d %H:%M:%S,%f")
+    return (last - first).total_seconds()
 
 
 @pytest.mark.parametrize("workers", [None, 1], ids=["one process", "under the supervisor"])
@@ -228,7 +238,11 @@ def test_apps_that_swallow_their_cancellation_are_abandoned_and_the_process_exit
     assert "DeafConsumer" in ws_line, ws_line
     assert "DeafConsumer" not in http_line, http_line
     assert "Task was destroyed but it is pending" not in log, log
-    assert took < graceful + app_close + 2.0, f"exit took {took:.2f}s\n{log}"
+    # The promise, on the server's own clock (its log lines), free of the time a loaded
+    # machine takes to start and reap processes; the wall clock gets a second more.
+    span = shutdown_span(log)
+    assert span < graceful + app_close + 2.0, f"shutdown took {span:.2f}s by the log\n{log}"
+    assert took < graceful + app_close + 3.0, f"exit took {took:.2f}s\n{log}"
 
 
 def test_a_background_task_that_swallows_its_cancellation_cannot_hang_the_exit(events: Events) -> None:
