@@ -1,5 +1,6 @@
 """Context variables set by one request are never seen by the next one on the same
-keep-alive connection, nor by another WebSocket connection's messages (``apps/context_vars.py``)."""
+keep-alive connection (pipelined or not), nor by another WebSocket connection's messages
+(``apps/context_vars.py``)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ def test_http_requests_on_one_keep_alive_connection(loop: str) -> None:
         {"at_start": None, "after_await": "first"},
         {"at_start": None, "after_await": "second"},
         {"at_start": None, "after_await": "third"},
+    ]
+
+
+def test_pipelined_http_requests(loop: str) -> None:
+    """Sent in one write: each request after the first is started from inside the Task of
+    the one before (its last send() completes the response and reads the next head)."""
+    with serving(APP, "--loop", loop) as server, RawConnection(server.port) as conn:
+        conn.send(b"".join(f"GET /?token={t} HTTP/1.1\r\nHost: test\r\n\r\n".encode() for t in ("p1", "p2", "p3")))
+        seen = [conn.read_response().json() for _ in range(3)]
+    assert seen == [
+        {"at_start": None, "after_await": "p1"},
+        {"at_start": None, "after_await": "p2"},
+        {"at_start": None, "after_await": "p3"},
     ]
 
 
