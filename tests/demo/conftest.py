@@ -13,6 +13,7 @@ Tools the tests need from the system (redis-server, chromium) are looked up with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -111,35 +112,24 @@ def channelserver_demo(template_db: Path, tmp_path_factory: pytest.TempPathFacto
         yield server
 
 
-def free_port() -> int:
-    """A port that was free a moment ago (for redis-server, which cannot report one it picked)."""
-    with socket.socket() as sock:
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A real redis-server in ``directory``, without persistence; yields its URL."""
+    binary = require_executable("redis-server")
+    with socket.socket() as sock:  # redis-server cannot report a port it picked itself
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    persistence = ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+    with ServerProcess(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", *persistence], wait_for_port=False
+    ) as server:
+        server.wait_for(re.compile(rb"Ready to accept connections"), timeout=15)
+        yield f"redis://127.0.0.1:{port}/0"
+        server.stop()
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real redis-server of this test's own, in tmp_path, without persistence."""
-    binary = require_executable("redis-server")
-    port = free_port()
-    server = ServerProcess(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        wait_for_port=False,
-    )
-    with server:
-        server.wait_for(re.compile(rb"Ready to accept connections"), timeout=15)
-        yield f"redis://127.0.0.1:{port}/0"
-        server.stop()
+    """A real redis-server of this test's own, in tmp_path."""
+    with redis_server(tmp_path) as url:
+        yield url

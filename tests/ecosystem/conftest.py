@@ -23,11 +23,10 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from tests.demo.conftest import free_port, require_executable
+from tests.demo.conftest import redis_server
 from tests.servers import ServerProcess, channelserver
 
 #: Lines that must not appear in a server's log for any scenario of this suite.
@@ -79,26 +78,5 @@ def serving(app: str, *flags: str, env: dict[str, str] | None = None) -> Iterato
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the session, in a tmp dir, without persistence."""
-    binary = require_executable("redis-server")
-    directory: Path = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    server = ServerProcess(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        wait_for_port=False,
-    )
-    with server:
-        server.wait_for(re.compile(rb"Ready to accept connections"), timeout=15)
-        yield f"redis://127.0.0.1:{port}/0"
-        server.stop()
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

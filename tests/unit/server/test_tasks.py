@@ -142,6 +142,15 @@ def websocket_app(tasks: Tasks) -> Callable[..., Any]:
 WS_STEPS = ["first line", "before accept", "after accept", "returning"]
 
 
+def connect_on(loop: asyncio.AbstractEventLoop, app: Any, **config: Any) -> tuple[ConnectionProtocol, MockTransport]:
+    """A connection made on ``loop`` (not running: no Task is current), outside any Task."""
+    protocol = ConnectionProtocol(ServerState(Config(**config), app, loop))
+    transport = MockTransport(loop)
+    transport.protocol = protocol
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 def http_get() -> bytes:
     return h11.Connection(h11.CLIENT).send(h11.Request(method="GET", target="/a", headers=[("Host", "x")])) or b""
 
@@ -188,10 +197,7 @@ def test_http_app_steps_run_in_one_task_when_data_arrives_from_a_loop_callback(k
     loop = new_loop(kind)
     tasks = Tasks()
     try:
-        protocol = ConnectionProtocol(ServerState(Config(), http_app(tasks), loop))
-        transport = MockTransport(loop)
-        transport.protocol = protocol
-        protocol.connection_made(transport)
+        protocol, transport = connect_on(loop, http_app(tasks))
         loop.call_soon(protocol.data_received, http_get())
         loop.run_until_complete(asyncio.wait_for(tasks.done.wait(), TIMEOUT))
         loop.run_until_complete(asyncio.sleep(0))
@@ -225,10 +231,7 @@ def test_websocket_app_steps_run_in_one_task_when_data_arrives_from_a_loop_callb
         await asyncio.wait_for(tasks.done.wait(), TIMEOUT)
 
     try:
-        protocol = ConnectionProtocol(ServerState(Config(ws_ping_interval=None), websocket_app(tasks), loop))
-        transport = MockTransport(loop)
-        transport.protocol = protocol
-        protocol.connection_made(transport)
+        protocol, transport = connect_on(loop, websocket_app(tasks), ws_ping_interval=None)
         loop.call_soon(protocol.data_received, client.send(Request(host="x", target="/ws")))
         loop.run_until_complete(scenario(protocol, transport))
     finally:
@@ -279,10 +282,7 @@ def test_context_variables_set_by_one_request_are_not_seen_by_the_next() -> None
         await send({"type": "http.response.body"})
 
     try:
-        protocol = ConnectionProtocol(ServerState(Config(), app, loop))
-        transport = MockTransport(loop)
-        transport.protocol = protocol
-        protocol.connection_made(transport)
+        protocol, transport = connect_on(loop, app)
         for _ in range(3):
             loop.call_soon(protocol.data_received, http_get())
             loop.run_until_complete(asyncio.wait_for(transport.wrote.wait(), TIMEOUT))
@@ -355,10 +355,7 @@ def test_a_pipelined_request_does_not_see_the_context_of_the_one_before() -> Non
         return h11.Connection(h11.CLIENT).send(h11.Request(method="GET", target=path, headers=[("Host", "x")])) or b""
 
     try:
-        protocol = ConnectionProtocol(ServerState(Config(), app, loop))
-        transport = MockTransport(loop)
-        transport.protocol = protocol
-        protocol.connection_made(transport)
+        protocol, transport = connect_on(loop, app)
         loop.call_soon(protocol.data_received, request("/first") + request("/second") + request("/third"))
         while transport.buffer.count(b"HTTP/1.1 204") < 3:
             transport.wrote.clear()
@@ -382,10 +379,7 @@ def test_a_task_factory_the_loop_has_makes_every_instance_s_task() -> None:
     tasks = Tasks()
     try:
         loop.set_task_factory(factory)
-        protocol = ConnectionProtocol(ServerState(Config(), http_app(tasks), loop))
-        transport = MockTransport(loop)
-        transport.protocol = protocol
-        protocol.connection_made(transport)
+        protocol, _ = connect_on(loop, http_app(tasks))
         loop.call_soon(protocol.data_received, http_get())
         loop.run_until_complete(asyncio.wait_for(tasks.done.wait(), TIMEOUT))
     finally:
