@@ -5,7 +5,8 @@
 - ``Mutation.postMessage``: validates, saves, then broadcasts the saved row to the room's
   channel-layer group. Invalid input is a GraphQL error (``errors`` in the result), never a
   500 or a database error.
-- ``Subscription``: ``messages(room)`` (endless, fed by the channel-layer group),
+- ``Subscription``: ``messages(room, recent)`` (endless, fed by the channel-layer group;
+  ``recent`` replays the last messages after joining the group, so none is missed),
   ``countdown(from, intervalMs)`` (finite: yields ``from`` .. 1, then completes) and
   ``serverTime(intervalMs)`` (endless ticker).
 
@@ -172,6 +173,12 @@ def check_range(name: str, value: int, low: int, high: int) -> None:
         raise DemoError(f"{name} must be between {low} and {high}, got {value}.")
 
 
+async def recent_messages(room: Room, limit: int) -> list[ChatMessage]:
+    latest = Message.objects.filter(room=room).order_by("-created_at", "-id")[:limit]
+    rows = [message async for message in latest]
+    return [ChatMessage.from_model(message, room.slug) for message in reversed(rows)]
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="All rooms, by slug.")
@@ -181,10 +188,7 @@ class Query:
     @strawberry.field(description="The most recent messages of a room, oldest first.")
     async def messages(self, room: str, limit: int = 50) -> list[ChatMessage]:
         check_range("limit", limit, 1, MAX_RECENT)
-        found = await get_room(room)
-        latest = Message.objects.filter(room=found).order_by("-created_at", "-id")[:limit]
-        rows = [message async for message in latest]
-        return [ChatMessage.from_model(message, found.slug) for message in reversed(rows)]
+        return await recent_messages(await get_room(room), limit)
 
     @strawberry.field(description="Subscription counters of this process.")
     def stats(self) -> Stats:
@@ -222,14 +226,24 @@ class Mutation:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Messages posted in a room from now on (endless).")
-    async def messages(self, room: str) -> AsyncGenerator[ChatMessage, None]:
+    @strawberry.subscription(
+        description=(
+            "Messages posted in a room from now on (endless). With `recent`, the last `recent` "
+            "messages come first, read after joining the room's group: none posted meanwhile "
+            "is missed (a client dedupes by id)."
+        )
+    )
+    async def messages(self, room: str, recent: int = 0) -> AsyncGenerator[ChatMessage, None]:
+        check_range("recent", recent, 0, MAX_RECENT)
         layer = require_layer()
         found = await get_room(room)
         channel = await layer.new_channel()
         await layer.group_add(found.group_name, channel)
         STATS.started("messages")
         try:
+            if recent:
+                for message in await recent_messages(found, recent):
+                    yield message
             while True:
                 event = await layer.receive(channel)
                 if event.get("type") == CHAT_EVENT:

@@ -138,6 +138,28 @@ def test_mutation_reaches_subscribers_and_is_saved(demo_server: ServerProcess, p
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_subscription_with_recent_replays_them_after_joining_then_goes_live(
+    demo_server: ServerProcess, protocol: str
+) -> None:
+    """What a page that re-subscribes after a restart relies on: the recent messages come
+    first, read after the subscription joined the room's group, then what is posted."""
+
+    async def scenario() -> None:
+        posted = []
+        for n in range(3):
+            result = await aquery(demo_server.url, POST, {"room": "random", "text": f"before {n}", "author": "ci"})
+            posted.append(result["data"]["postMessage"])
+        async with await GraphQLWebSocket.open(ws_url(demo_server), protocol) as client:
+            replay = f'subscription {{ messages(room: "random", recent: 2) {{ {MESSAGE} }} }}'
+            op = await client.subscribe(replay)
+            assert [(await op.next_data())["messages"] for _ in range(2)] == posted[1:]
+            after = await aquery(demo_server.url, POST, {"room": "random", "text": "after", "author": "ci"})
+            assert (await op.next_data())["messages"] == after["data"]["postMessage"]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_invalid_input_is_a_graphql_error(demo_server: ServerProcess, protocol: str) -> None:
     async def scenario() -> None:
         async with await GraphQLWebSocket.open(ws_url(demo_server), protocol) as client:

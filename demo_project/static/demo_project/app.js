@@ -40,7 +40,6 @@ function showStatus(state, detail) {
     if (detail.reconnected) reconnects += 1;
     status.dataset.reconnects = String(reconnects);
     status.textContent = detail.reconnected ? `connected (reconnected ${reconnects}×)` : "connected";
-    if (detail.reconnected) reloadHistory(); // messages posted while we were away
     showServer();
   } else if (state === "waiting") {
     status.textContent = `closed ${detail.code}${detail.reason ? ` (${detail.reason})` : ""}; retrying in ${detail.delay} ms`;
@@ -106,10 +105,15 @@ async function enterRoom(room) {
   window.location.hash = room;
   list.replaceChildren();
   list.dataset.room = room;
-  // Subscribe first, then read the history: a message posted in between shows up once
-  // (addMessage ignores ids it already shows), never zero times.
+  // The subscription replays the recent messages after it joined the room's group, so a
+  // message posted while it starts (or while the page reconnects after a restart, when the
+  // client re-subscribes) shows up once (addMessage ignores ids it already shows), never
+  // zero times. The history read below paints the page, and marks it ready, at once.
   stopMessages = client.subscribe(
-    { query: `subscription Live($room: String!) { messages(room: $room) { ${MESSAGE_FIELDS} } }`, variables: { room } },
+    {
+      query: `subscription Live($room: String!) { messages(room: $room, recent: 50) { ${MESSAGE_FIELDS} } }`,
+      variables: { room },
+    },
     {
       next: (result) => result.data && addMessage(result.data.messages),
       error: (errors) => showError(errors.map((e) => e.message).join("; ")),
