@@ -310,7 +310,8 @@ async def drops(url: str, n: int, events: Events, batch: int = 50) -> None:
 
 
 def test_no_leak_after_1000_cycles_and_500_dropped_connections(events: Events) -> None:
-    """Tasks, descriptors and RSS come back within 5 % of a warmed-up baseline; SIGTERM then exits in 1 s."""
+    """Tasks, descriptors and live objects come back to a warmed-up baseline, RSS within
+    RSS_FRACTION of it (5 %; 10 % on 3.13, see the harness); SIGTERM then exits in 1 s."""
     warm_cycles, warm_drops, n_cycles, n_drops = 300, 500, 1000, 500
     with serve(APP, "--no-access-log", events=events) as server, reading(server):
         url = f"{server.ws_url}/graphql"

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -122,17 +123,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: f
         time.sleep(step)
 
 
+#: How far above its warmed-up baseline RSS may be after the load. On Python 3.13.0, RSS read
+#: before a collection was 2 to 5 % up under this load with not one more object alive
+#: afterwards (cyclic garbage the collector had not reached yet; 3.12 stays flat): reading
+#: the ``objects`` gauge collects first, and 3.13 gets 10 %. A leak shows in the objects
+#: gauge, which must come back within 1 %, on every Python.
+RSS_FRACTION = 0.10 if sys.version_info >= (3, 13) else 0.05
+
+
 @dataclass(frozen=True)
 class Gauges:
     tasks: int
     fds: int
     rss: int
+    objects: int  #: objects the collector tracks, after a collection
 
     @classmethod
     def read(cls, server: ServerProcess, settle: float = 5.0) -> Gauges:
         """Read the gauges once the server holds no client connection (up to ``settle`` s), so a
         socket still closing is not counted; descriptors and RSS first, then the task count
-        (whose own request is served in an eager step and adds no task)."""
+        (its own request's Task included, the same in every reading) and the objects."""
         proc = psutil.Process(server.proc.pid)
 
         def idle() -> bool:
@@ -143,12 +153,15 @@ class Gauges:
         fds, rss = proc.num_fds(), proc.memory_info().rss
         with urllib.request.urlopen(f"{server.url}/tasks", timeout=5) as response:
             tasks = json.load(response)["tasks"]
-        return cls(tasks=tasks, fds=fds, rss=rss)
+        with urllib.request.urlopen(f"{server.url}/objects", timeout=5) as response:
+            objects = json.load(response)["objects"]
+        return cls(tasks=tasks, fds=fds, rss=rss, objects=objects)
 
-    def within(self, baseline: Gauges, fraction: float = 0.05) -> list[str]:
-        """What is more than ``fraction`` above ``baseline``, as readable lines (empty if nothing)."""
+    def within(self, baseline: Gauges) -> list[str]:
+        """What is above ``baseline``, as readable lines (empty if nothing): tasks,
+        descriptors and objects by more than 1 %, RSS by more than ``RSS_FRACTION``."""
         over = []
-        for name in ("tasks", "fds", "rss"):
+        for name, fraction in (("tasks", 0.01), ("fds", 0.01), ("objects", 0.01), ("rss", RSS_FRACTION)):
             now, base = getattr(self, name), getattr(baseline, name)
             if now > base * (1 + fraction):
                 over.append(f"{name}: {now} vs baseline {base} (+{(now - base) / base:.1%})")
