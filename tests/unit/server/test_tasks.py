@@ -213,20 +213,19 @@ def test_websocket_app_steps_run_in_one_task_when_data_arrives_from_a_loop_callb
     tasks = Tasks()
     client = wsproto.WSConnection(ConnectionType.CLIENT)
 
+    async def client_events(transport: MockTransport) -> list[Any]:
+        """The client's events from what the server writes next (at least one)."""
+        while True:
+            await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
+            client.receive_data(transport.take())
+            events = list(client.events())
+            if events:
+                return events
+
     async def scenario(protocol: ConnectionProtocol, transport: MockTransport) -> None:
-        while True:
-            await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
-            client.receive_data(transport.take())
-            if any(isinstance(e, AcceptConnection) for e in client.events()):
-                break
+        assert [type(e) for e in await client_events(transport)] == [AcceptConnection]
         loop.call_soon(protocol.data_received, client.send(TextMessage(data="hello")))
-        while True:
-            await asyncio.wait_for(transport.wrote.wait(), TIMEOUT)
-            client.receive_data(transport.take())
-            texts = [e.data for e in client.events() if isinstance(e, TextMessage)]
-            if texts:
-                assert texts == ["hello"]
-                break
+        assert [e.data for e in await client_events(transport)] == ["hello"]
         loop.call_soon(protocol.data_received, client.send(CloseConnection(code=1000)))
         await asyncio.wait_for(tasks.done.wait(), TIMEOUT)
 
