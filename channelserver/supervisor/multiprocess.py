@@ -2,29 +2,13 @@
 
 The parent binds the sockets once and keeps them open for its whole life, so the kernel
 queues new connections even while no worker is accepting: replacing a worker never
-refuses a connection. It starts ``config.workers`` processes with multiprocessing's
-"spawn" method (a fresh interpreter each, so no thread, event loop or lock of the parent
-leaks into a worker) and hands them the sockets as inherited file descriptors. Each
-worker imports the app and runs one :class:`~channelserver.server.server.Server` on its
-own event loop, with its own SIGINT/SIGTERM handling: a worker stops exactly as a single
-server process does.
-
-Parent and worker talk over one duplex pipe per worker, in small tuples:
-
-====================  ==========================================================
-worker -> parent      ``("ready",)`` once listening; ``("failed", text)`` when it
-                      cannot start; ``("pong", n)``; ``("retire", requests)`` once
-                      it served ``max_requests`` (+ its jitter)
-parent -> worker      ``("ping", n)``, answered from the worker's event loop, so a
-                      worker whose loop is stuck does not answer
-====================  ==========================================================
-
-The parent tells a worker to stop with SIGTERM (it then drains) and forwards a second
-SIGINT (it then stops waiting). A worker whose parent is gone sees its pipe close and
-shuts down.
+refuses a connection. It starts ``config.workers`` worker processes and hands them the
+sockets (see :mod:`channelserver.supervisor.worker`: how a worker is started, what runs in
+it, and the messages on its pipe). It tells a worker to stop with SIGTERM (it then drains)
+and forwards a second SIGINT (it then stops waiting).
 
 What the parent does, each rule in one place (:meth:`Supervisor._message`,
-:meth:`Supervisor._exited`, :meth:`Supervisor._signal`, :meth:`Supervisor._deadlines`):
+:meth:`Supervisor.exited`, :meth:`Supervisor.signalled`, :meth:`Supervisor.time_passed`):
 
 - a worker that exits while serving is replaced; one that does not answer a ping within
   ``health_check_timeout`` is killed, then replaced;
@@ -38,37 +22,38 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   worker's own bound, see ``Supervisor.stop_timeout``) is killed. Exit 0 when all stopped
   by themselves, 1 if one had to be killed.
 
-Signal handlers only record the signal (and wake the loop through a socket); the loop
-waits with :func:`multiprocessing.connection.wait` on the worker pipes, the worker
-process sentinels and that socket, with the next deadline as its timeout. Handlers are
-restored when :meth:`Supervisor.run` returns.
+Those rules read the time from the supervisor's ``clock`` and start and signal processes
+through its ``launcher``; they are driven by four inputs (a pipe is readable, a process
+exited, a signal arrived, time passed), so tests feed those with a fake clock and fake
+processes. :meth:`Supervisor.run` feeds the real ones: signal handlers only record the
+signal (and wake the loop through a socket); the loop waits with
+:func:`multiprocessing.connection.wait` on the worker pipes, the worker process sentinels
+and that socket, with the next deadline as its timeout. Handlers are restored when
+:meth:`Supervisor.run` returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
 import math
-import multiprocessing
 import os
 import random
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass
+from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
 
 from ..config import Config
-from ..errors import EXIT_KILLED, EXIT_OK, EXIT_STARTUP_FAILED, StartupError
-from ..importer import import_app
-from ..server.server import Server, bind_socket, describe_socket, run
-from ..server.tasks import CANCEL_GRACE, exit_watchdog
+from ..errors import EXIT_KILLED, EXIT_STARTUP_FAILED, StartupError
+from ..server.server import bind_socket, describe_socket
+from ..server.tasks import CANCEL_GRACE
+from .worker import Launcher, SpawnLauncher, WorkerPipe, WorkerProcess, WorkerSpec
 
 __all__ = ["Supervisor"]
 
@@ -92,8 +77,8 @@ class Mode(enum.Enum):
 class Worker:
     """The parent's record of one worker process."""
 
-    process: BaseProcess
-    conn: Connection | None
+    process: WorkerProcess
+    conn: WorkerPipe | None
     generation: int
     started_at: float
     phase: Phase = Phase.STARTING
@@ -134,11 +119,11 @@ class Supervisor:
 
     ``worker_logging`` is called first thing in each worker to set up its logging (a
     spawned worker starts with none); it is pickled to the worker, so it must be a
-    module-level function or a :func:`functools.partial` of one. The other keyword
-    arguments are the supervision timings in seconds: how often a serving worker is
-    pinged, how long it may take to answer, how long a new worker may take to become
-    ready, and the time allowed on top of ``graceful_timeout + app_close_timeout`` before
-    a stopping worker is killed.
+    module-level function or a :func:`functools.partial` of one. The timing arguments are in seconds: how often a
+    serving worker is pinged, how long it may take to answer, how long a new worker may
+    take to become ready, and the time allowed on top of ``graceful_timeout +
+    app_close_timeout`` before a stopping worker is killed. ``clock`` and ``launcher``
+    (default: :func:`time.monotonic` and spawned processes) are what tests replace.
     """
 
     def __init__(
@@ -151,6 +136,8 @@ class Supervisor:
         health_check_timeout: float = 30.0,
         startup_timeout: float = 60.0,
         stop_margin: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        launcher: Launcher | None = None,
     ) -> None:
         self.config = config
         self.app_target = app_target
@@ -163,7 +150,8 @@ class Supervisor:
         # and CANCEL_GRACE four times: after the apps' cancellation, after lifespan's, for
         # the loop's last clean-up and for the exit watchdog (a thread an app left busy).
         self.stop_timeout = config.graceful_timeout + 2 * config.app_close_timeout + 1 + 4 * CANCEL_GRACE + stop_margin
-        self.context = multiprocessing.get_context("spawn")
+        self.clock = clock
+        self.launcher: Launcher = launcher if launcher is not None else SpawnLauncher()
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []
         self.mode = Mode.RUNNING
@@ -174,6 +162,11 @@ class Supervisor:
         self.rolling = False
         self.pending_signals: list[int] = []
         self._wakeup: socket.socket | None = None
+
+    @property
+    def done(self) -> bool:
+        """Stopping, and every worker has exited: :meth:`run` returns ``exit_code``."""
+        return self.mode is Mode.STOPPING and not self.workers
 
     # -- running -----------------------------------------------------------------------
     def run(self) -> int:
@@ -187,9 +180,8 @@ class Supervisor:
             for sock in self.sockets:
                 log.info("Listening on %s (pid %d)", describe_socket(sock), os.getpid())
             with self._recording_signals():
-                for _ in range(self.config.workers):
-                    self._spawn()
-                while self.mode is Mode.RUNNING or self.workers:
+                self.start_workers()
+                while not self.done:
                     self._step()
             log.info("All workers stopped")
             return self.exit_code
@@ -201,8 +193,8 @@ class Supervisor:
     def _step(self) -> None:
         """Wait for the next event or deadline, then act on it."""
         assert self._wakeup is not None
-        deadline = self._next_deadline()
-        timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+        deadline = self.next_deadline()
+        timeout = None if deadline == math.inf else max(0.0, deadline - self.clock())
         waitables: list[Any] = [self._wakeup]
         for worker in self.workers:
             waitables.append(worker.process.sentinel)
@@ -214,13 +206,13 @@ class Supervisor:
                 while self._wakeup.recv(512):
                     pass
         while self.pending_signals:
-            self._signal(self.pending_signals.pop(0))
+            self.signalled(self.pending_signals.pop(0))
         for worker in list(self.workers):
             if worker.conn is not None and worker.conn in ready:
-                self._read(worker)
+                self.readable(worker)
         for worker in [w for w in self.workers if w.process.sentinel in ready]:
-            self._exited(worker)
-        self._deadlines(time.monotonic())
+            self.exited(worker)
+        self.time_passed()
 
     @contextlib.contextmanager
     def _recording_signals(self) -> Iterator[None]:
@@ -245,18 +237,18 @@ class Supervisor:
         self.pending_signals.append(signum)
 
     # -- starting and stopping workers --------------------------------------------------
+    def start_workers(self) -> None:
+        """The first ``config.workers`` workers."""
+        for _ in range(self.config.workers):
+            self._spawn()
+
     def _spawn(self, replaces: Worker | None = None) -> Worker:
-        parent_end, child_end = self.context.Pipe(duplex=True)
         limit = None
         if self.config.max_requests:
             limit = self.config.max_requests + random.randint(0, max(0, self.config.max_requests_jitter))
         spec = WorkerSpec(self.config, self.app_target, limit, self.worker_logging)
-        process = self.context.Process(
-            target=worker_main, args=(spec, child_end, self.sockets), name="channelserver-worker"
-        )
-        process.start()
-        child_end.close()
-        worker = Worker(process, parent_end, self.generation, time.monotonic(), replaces=replaces)
+        process, conn = self.launcher.start(spec, self.sockets)
+        worker = Worker(process, conn, self.generation, self.clock(), replaces=replaces)
         if replaces is not None:
             replaces.replaced_by = worker
             log.info("Worker pid %d starting, to replace pid %d", worker.pid, replaces.pid)
@@ -269,13 +261,11 @@ class Supervisor:
         """SIGTERM: the worker stops accepting and drains; killed if it overruns."""
         worker.phase = Phase.STOPPING
         worker.ping_sent_at = None
-        worker.kill_at = time.monotonic() + self.stop_timeout
+        worker.kill_at = self.clock() + self.stop_timeout
         self._kill(worker, signal.SIGTERM)
 
     def _kill(self, worker: Worker, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if worker.process.is_alive():
-                os.kill(worker.pid, sig)
+        self.launcher.signal(worker.process, sig)
 
     def _begin_stop(self, why: str) -> None:
         self.mode = Mode.STOPPING
@@ -295,7 +285,8 @@ class Supervisor:
         self.workers.clear()
 
     # -- what happened -------------------------------------------------------------------
-    def _signal(self, sig: int) -> None:
+    def signalled(self, sig: int) -> None:
+        """Input: the parent received ``sig`` (SIGINT, SIGTERM or SIGHUP)."""
         name = signal.Signals(sig).name
         if sig in (signal.SIGINT, signal.SIGTERM):
             if self.mode is Mode.RUNNING:
@@ -310,7 +301,8 @@ class Supervisor:
             log.info("Received SIGHUP: replacing %d worker(s) one by one", len(self._outdated()))
             self._continue_rolling()
 
-    def _read(self, worker: Worker) -> None:
+    def readable(self, worker: Worker) -> None:
+        """Input: ``worker``'s pipe has messages, or was closed."""
         assert worker.conn is not None
         try:
             while worker.conn.poll():
@@ -324,12 +316,12 @@ class Supervisor:
         if kind == "pong":
             if message[1] == worker.ping_seq and worker.phase is Phase.SERVING:
                 worker.ping_sent_at = None
-                worker.next_ping_at = time.monotonic() + self.health_check_interval
+                worker.next_ping_at = self.clock() + self.health_check_interval
         elif kind == "ready":
             if worker.phase is not Phase.STARTING:
                 return
             worker.phase = Phase.SERVING
-            worker.next_ping_at = time.monotonic() + self.health_check_interval
+            worker.next_ping_at = self.clock() + self.health_check_interval
             log.info("Worker pid %d ready", worker.pid)
             old = worker.replaces
             worker.replaces = None
@@ -360,9 +352,10 @@ class Supervisor:
         elif worker.phase is not Phase.STOPPING:
             self._stop(worker)
 
-    def _exited(self, worker: Worker) -> None:
+    def exited(self, worker: Worker) -> None:
+        """Input: ``worker``'s process has ended."""
         if worker.conn is not None:
-            self._read(worker)  # a last message, "failed" say, comes before the exit
+            self.readable(worker)  # a last message, "failed" say, comes before the exit
         worker.process.join()
         self.workers.remove(worker)
         if worker.conn is not None:
@@ -405,7 +398,7 @@ class Supervisor:
             log.info("Rolling restart complete")
 
     # -- time ------------------------------------------------------------------------------
-    def _deadlines_of(self, worker: Worker) -> float:
+    def _deadline_of(self, worker: Worker) -> float:
         if worker.phase is Phase.STARTING:
             return worker.started_at + self.startup_timeout
         if worker.phase is Phase.SERVING:
@@ -414,12 +407,15 @@ class Supervisor:
             return worker.next_ping_at
         return worker.kill_at if worker.kill_at is not None else math.inf
 
-    def _next_deadline(self) -> float:
-        return min((self._deadlines_of(w) for w in self.workers), default=math.inf)
+    def next_deadline(self) -> float:
+        """When :meth:`time_passed` next has something to do (``math.inf``: nothing)."""
+        return min((self._deadline_of(w) for w in self.workers), default=math.inf)
 
-    def _deadlines(self, now: float) -> None:
+    def time_passed(self) -> None:
+        """Input: the clock moved on; act on every deadline it reached."""
+        now = self.clock()
         for worker in list(self.workers):
-            if self._deadlines_of(worker) > now:
+            if self._deadline_of(worker) > now:
                 continue
             if worker.phase is Phase.STARTING:
                 self._kill(worker, signal.SIGKILL)
@@ -449,106 +445,3 @@ class Supervisor:
             return  # its pipe is closed: it is exiting, or it will miss the deadline
         with contextlib.suppress(OSError):
             worker.conn.send(("ping", worker.ping_seq))
-
-
-# -- inside a worker process -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker needs to know; pickled to the spawned process."""
-
-    config: Config
-    app_target: str
-    #: Ask to be replaced after this many requests and connections (None: never).
-    max_requests: int | None
-    logging: Callable[[Config], None]
-
-
-def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]) -> None:
-    """Entry point of a worker process: import the app, serve, exit with the right code.
-
-    SIGINT is ignored until the server's own handlers are in place: a Ctrl-C in a terminal
-    reaches every process of the group, and the parent forwards what matters. SIGHUP is the
-    parent's (rolling restart) and is ignored here, so one sent to the whole process group
-    does not kill the workers.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    spec.logging(spec.config)
-    try:
-        app = import_app(spec.app_target)
-    except StartupError as exc:
-        _report(conn, ("failed", str(exc)))
-        raise SystemExit(EXIT_STARTUP_FAILED) from None
-    except Exception as exc:
-        _report(conn, ("failed", f"Could not import {spec.app_target!r}: {type(exc).__name__}: {exc}"))
-        raise SystemExit(EXIT_STARTUP_FAILED) from None
-    code = WorkerRuntime(spec, conn, app).run(sockets)
-    exit_watchdog(code)
-    raise SystemExit(code)
-
-
-def _report(conn: Connection, message: tuple[Any, ...]) -> None:
-    with contextlib.suppress(OSError):
-        conn.send(message)
-
-
-@dataclass(eq=False)
-class WorkerRuntime:
-    """One worker's server, plus its side of the pipe to the parent."""
-
-    spec: WorkerSpec
-    conn: Connection
-    app: Any
-    server: Server | None = None
-    retiring: bool = False
-    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-
-    def run(self, sockets: list[socket.socket]) -> int:
-        """Serve until told to stop; tell the parent when ready, or why it could not start."""
-        try:
-            run(self.spec.config, self.app, sockets, on_ready=self._ready, on_request=self._request_counted)
-        except Exception as exc:
-            if self.server is not None and self.server.started.is_set():
-                raise
-            text = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
-            _report(self.conn, ("failed", text))
-            return EXIT_STARTUP_FAILED
-        else:
-            if self.server is None:
-                _report(self.conn, ("failed", "the server stopped before it was listening"))
-                return EXIT_STARTUP_FAILED
-            return EXIT_OK
-        finally:
-            self.conn.close()
-
-    def _ready(self, server: Server) -> None:
-        """Every socket listens: answer the parent's pings from now on, and say so."""
-        self.server = server
-        self.loop = loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._parent_spoke)
-        _report(self.conn, ("ready",))
-        self._request_counted()
-
-    def _request_counted(self) -> None:
-        """ServerState.on_request: ask to retire once max_requests is reached."""
-        limit = self.spec.max_requests
-        state = self.server.state if self.server is not None else None
-        if limit is None or self.retiring or state is None or state.total_requests < limit:
-            return
-        self.retiring = True
-        _report(self.conn, ("retire", state.total_requests))
-
-    def _parent_spoke(self) -> None:
-        """Answer pings; a closed pipe means the parent is gone, so shut down."""
-        try:
-            while self.conn.poll():
-                message = self.conn.recv()
-                if message[0] == "ping":
-                    self.conn.send(("pong", message[1]))
-        except (EOFError, OSError):
-            assert self.loop is not None and self.server is not None
-            self.loop.remove_reader(self.conn.fileno())
-            log.warning("The supervising process is gone; shutting down")
-            self.server.handle_exit(signal.SIGTERM)
