@@ -11,6 +11,7 @@ from . import __version__
 from .config import add_arguments, config_from_args
 from .errors import EXIT_OK, EXIT_STARTUP_FAILED, ConfigError, StartupError
 from .importer import import_app
+from .server.log import configure_logging
 
 __all__ = ["build_parser", "console", "main"]
 
@@ -24,16 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"channelserver {__version__}")
     add_arguments(parser)
     return parser
-
-
-def configure_logging(level: str) -> None:
-    root = logging.getLogger("channelserver")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.workers > 1 or config.max_requests:
             from .supervisor.multiprocess import Supervisor
 
-            return Supervisor(config, args.application).run()
+            return Supervisor(config, args.application, worker_logging=configure_logging).run()
         from .server.server import run
 
         run(config, app)

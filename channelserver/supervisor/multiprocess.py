@@ -107,19 +107,14 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def cli_logging(config: Config) -> None:
-    """Worker logging as ``python -m channelserver`` sets it up: the same lines as the parent's."""
-    from ..__main__ import configure_logging
-
-    configure_logging(config.log_level)
-
-
 class Supervisor:
     """Run ``app_target`` in ``config.workers`` worker processes until SIGINT/SIGTERM.
 
-    ``worker_logging`` is called first thing in each worker to set up its logging (a
-    spawned worker starts with none); it is pickled to the worker, so it must be a
-    module-level function or a :func:`functools.partial` of one. The timing arguments are in seconds: how often a
+    ``worker_logging`` is called first thing in each worker, with ``config.log_level``, to
+    set up its logging (a spawned worker starts with none): ``python -m channelserver``
+    hands :func:`channelserver.server.log.configure_logging`, ``runchannelserver`` its
+    console set-up. It is pickled to the worker, so it must be a module-level function or
+    a :func:`functools.partial` of one. The timing arguments are in seconds: how often a
     serving worker is pinged, how long it may take to answer, how long a new worker may
     take to become ready, and the time allowed on top of ``graceful_timeout +
     app_close_timeout`` before a stopping worker is killed. ``clock`` and ``launcher``
@@ -131,7 +126,7 @@ class Supervisor:
         config: Config,
         app_target: str,
         *,
-        worker_logging: Callable[[Config], None] = cli_logging,
+        worker_logging: Callable[[str], None],
         health_check_interval: float = 10.0,
         health_check_timeout: float = 30.0,
         startup_timeout: float = 60.0,

@@ -6,8 +6,8 @@ listening sockets as inherited file descriptors and one end of a duplex pipe, an
 signals. It is the :class:`~channelserver.supervisor.multiprocess.Supervisor`'s default
 :class:`Launcher`; the supervisor's unit tests give it one of fake processes instead.
 
-Inside the process, :func:`worker_main` sets up logging (the parent's ``worker_logging``),
-imports the app and runs one
+Inside the process, :func:`worker_main` sets up logging (the parent's ``worker_logging``,
+called with ``config.log_level``), imports the app and runs one
 :class:`~channelserver.server.server.Server` on its own event loop, with its own
 SIGINT/SIGTERM handling: a worker stops exactly as a single server process does. It talks
 to the parent over the pipe, in small tuples:
@@ -56,9 +56,9 @@ class WorkerSpec:
     app_target: str
     #: Ask to be replaced after this many requests and connections (None: never).
     max_requests: int | None
-    #: Called first thing in the worker (a spawned process starts with no logging): a
-    #: module-level function or a ``functools.partial`` of one.
-    logging: Callable[[Config], None]
+    #: Called first thing in the worker with ``config.log_level`` (a spawned process
+    #: starts with no logging): a module-level function or a ``functools.partial`` of one.
+    logging: Callable[[str], None]
 
 
 # -- the parent's side: starting and signalling a worker ---------------------------------------
@@ -126,7 +126,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    spec.logging(spec.config)
+    spec.logging(spec.config.log_level)
     try:
         app = import_app(spec.app_target)
     except StartupError as exc:

@@ -385,14 +385,15 @@ def test_workers_shut_down_gracefully_when_the_parent_is_killed(clients: ExitSta
 # -- supervision timings, through the Supervisor's own arguments ---------------------------------
 SCRIPT = """
 import json, sys
-from channelserver.__main__ import configure_logging
 from channelserver.config import Config
+from channelserver.server.log import configure_logging
 from channelserver.supervisor.multiprocess import Supervisor
 
 options = json.loads(sys.argv[1])
 configure_logging("info")
 config = Config(port=0, **options["config"])
-sys.exit(Supervisor(config, "workers_app:app", **options["supervisor"]).run())
+supervisor = Supervisor(config, "workers_app:app", worker_logging=configure_logging, **options["supervisor"])
+sys.exit(supervisor.run())
 """
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -50,6 +51,32 @@ from channelserver.errors import ConfigError, StartupError
 
 #: The listening socket a reloader child inherits from its parent (a file descriptor).
 SOCKET_FD_ENV = "CHANNELSERVER_RELOADER_FD"
+
+
+def console_logging(level: str, *, level_given: bool, no_color: bool, force_color: bool) -> None:
+    """The command's console logging (:mod:`channelserver.logging`), or the project's
+    ``LOGGING`` when it names the server's loggers.
+
+    In the command's process Django is already set up. With ``--workers`` the Supervisor
+    calls it (a :func:`functools.partial` of the command's options) in each spawned
+    worker, before the worker imports the application: Django is set up first there too,
+    so ``settings.LOGGING`` is applied before the handlers are installed, in the same order
+    as in the parent, and the workers' lines look like the parent's.
+    """
+    from channelserver.logging import configure_console_logging
+
+    if not apps.ready:
+        import django
+
+        django.setup(set_prefix=False)
+    configure_console_logging(
+        logging_setting=getattr(settings, "LOGGING", None),
+        level=level,
+        level_given=level_given,
+        stream=sys.stderr,
+        no_color=no_color,
+        force_color=force_color,
+    )
 
 
 class Command(BaseCommand):
@@ -292,17 +319,15 @@ class Command(BaseCommand):
 
     # -- logging -----------------------------------------------------------------------
     def configure_logging(self, config: Config, options: dict[str, Any]) -> None:
-        from channelserver.logging import configure_console_logging
+        console_logging(config.log_level, **self.logging_options(options))
 
-        level_given = options.get("log_level") is not None or "log_level" in settings_values()
-        configure_console_logging(
-            logging_setting=getattr(settings, "LOGGING", None),
-            level=config.log_level,
-            level_given=level_given,
-            stream=sys.stderr,
-            no_color=bool(options.get("no_color")),
-            force_color=bool(options.get("force_color")),
-        )
+    def logging_options(self, options: dict[str, Any]) -> dict[str, bool]:
+        """:func:`console_logging`'s options, from the command's."""
+        return {
+            "level_given": options.get("log_level") is not None or "log_level" in settings_values(),
+            "no_color": bool(options.get("no_color")),
+            "force_color": bool(options.get("force_color")),
+        }
 
     # -- banner --------------------------------------------------------------------------
     def describe(self, sock: socket.socket) -> str:
@@ -389,7 +414,9 @@ class Command(BaseCommand):
         self.print_banner([self.describe(sock)], workers=config.workers)
         # The supervisor owns the socket from here (it wraps the descriptor and closes it).
         config = config.replace(fd=sock.detach())
-        code = Supervisor(config, target).run()
+        # Each worker logs as this process does (see console_logging).
+        worker_logging = functools.partial(console_logging, **self.logging_options(options))
+        code = Supervisor(config, target, worker_logging=worker_logging).run()
         if options.get("shutdown_message"):
             self.stdout.write(options["shutdown_message"])
         if code:

@@ -21,7 +21,7 @@ from channelserver.supervisor.multiprocess import Supervisor, Worker
 from channelserver.supervisor.worker import WorkerProcess, WorkerSpec
 
 
-def no_logging(config: Config) -> None:
+def no_logging(level: str) -> None:
     """The worker_logging handed to the Supervisor: a fake process never calls it."""
 
 
