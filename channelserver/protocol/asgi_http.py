@@ -1,15 +1,24 @@
 """The ASGI HTTP request/response cycle: what the app may send, and when.
 
-One cycle per request. Its only transitions, driven by the app's ``send()``:
+One cycle per request. Every move of its state is an entry in one of two tables.
+``TRANSITIONS``, driven by the app's ``send()``:
 
     REQUEST  --http.response.start-------------------->  RESPONSE
     RESPONSE --http.response.body (more_body=True)---->  RESPONSE
     RESPONSE --http.response.body (more_body=False)--->  COMPLETE
 
-and one driven by the peer: the client leaving before COMPLETE moves the cycle to
-DISCONNECTED, where ``send()`` raises :class:`ClientDisconnected` (an ``OSError``, ASGI
-spec 2.4) so a streaming app stops. Any other (state, message) pair raises
-:class:`ASGIProtocolError` with the text made by :func:`table.misuse`.
+``EVENTS``, driven by the server:
+
+    REQUEST, RESPONSE  --peer gone------>  DISCONNECTED  (the client left first)
+    REQUEST, RESPONSE  --app failed----->  FAILED        (500, or a cut-short response)
+    RESPONSE           --head refused--->  REQUEST       (the held-back head cannot be written:
+                                                          it was never sent)
+
+In DISCONNECTED, ``send()`` raises :class:`ClientDisconnected` (an ``OSError``, ASGI spec
+2.4) so a streaming app stops. Any other (state, message) pair raises
+:class:`ASGIProtocolError` with the text made by :func:`table.misuse`. A message is
+checked first and its move made (:meth:`HTTPCycle.commit`) only once the connection
+accepted its bytes: a refused message leaves the state as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any
 from ..errors import ASGIProtocolError, ClientDisconnected
 from .table import Table, bad_field, check_headers, misuse
 
-__all__ = ["TRANSITIONS", "HTTPCycle", "State"]
+__all__ = ["APP_FAILED", "EVENTS", "HEAD_REFUSED", "PEER_GONE", "TRANSITIONS", "HTTPCycle", "State"]
 
 
 class State(enum.Enum):
@@ -32,6 +41,7 @@ class State(enum.Enum):
     RESPONSE = "RESPONSE"
     COMPLETE = "COMPLETE"
     DISCONNECTED = "DISCONNECTED"
+    FAILED = "FAILED"
 
 
 TRANSITIONS: Table = {
@@ -40,12 +50,23 @@ TRANSITIONS: Table = {
     (State.RESPONSE, "http.response.body"): State.COMPLETE,
 }
 
+PEER_GONE = "peer gone"
+APP_FAILED = "app failed"
+HEAD_REFUSED = "head refused"
+
+EVENTS: Table = {
+    (State.REQUEST, PEER_GONE): State.DISCONNECTED,
+    (State.RESPONSE, PEER_GONE): State.DISCONNECTED,
+    (State.REQUEST, APP_FAILED): State.FAILED,
+    (State.RESPONSE, APP_FAILED): State.FAILED,
+    (State.RESPONSE, HEAD_REFUSED): State.REQUEST,
+}
+
 
 class HTTPCycle:
-    """State of one request/response exchange. ``handle`` is the I/O layer's own slot
-    (its app instance); the machine never reads it."""
+    """State of one request/response exchange."""
 
-    __slots__ = ("client", "handle", "method", "pending_start", "state", "target")
+    __slots__ = ("client", "method", "pending_start", "state", "target")
 
     def __init__(self, method: bytes, target: bytes, client: str) -> None:
         self.state = State.REQUEST
@@ -55,7 +76,6 @@ class HTTPCycle:
         #: (status, headers) of an http.response.start not yet written: it goes out with
         #: the first body part, so a whole response is one write and gets a content-length.
         self.pending_start: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        self.handle: Any = None
 
     @property
     def where(self) -> str:
@@ -63,9 +83,11 @@ class HTTPCycle:
         return f"{self.method.decode('ascii', 'replace')} {self.target.decode('ascii', 'replace')} from {self.client}"
 
     def on_app_message(self, message: Any) -> tuple[str, Any]:
-        """Check ``message`` against the table and apply it.
+        """Check ``message`` against the table and its fields.
 
-        Returns ``("start", None)``, or ``("body", (bytes, more_body))``. Raises
+        Returns ``("start", None)``, the move made (the head is held back in
+        ``pending_start``), or ``("body", (bytes, more_body, next_state))``, the move to be
+        made by :meth:`commit` once the body's bytes were accepted. Raises
         ``ClientDisconnected`` once the client left, ``ASGIProtocolError`` on misuse.
         """
         state = self.state
@@ -101,12 +123,22 @@ class HTTPCycle:
         body = message.get("body", b"")
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise bad_field(mtype, "body", "bytes", body, self.where)
+        return "body", (bytes(body), more, new_state)
+
+    def commit(self, new_state: State) -> None:
+        """Make the move :meth:`on_app_message` found in the table for a body part, once
+        the connection accepted its bytes."""
         self.state = new_state
-        return "body", (bytes(body), new_state is State.RESPONSE)
+
+    def event(self, name: str) -> bool:
+        """Apply a server-side input (``PEER_GONE``, ``APP_FAILED``, ``HEAD_REFUSED``) if the
+        ``EVENTS`` table has a move for it in this state. True if the state moved."""
+        new_state = EVENTS.get((self.state, name))
+        if new_state is None:
+            return False
+        self.state = new_state
+        return True
 
     def disconnect(self) -> bool:
         """The client left. True if the app has to be told (the response was not complete)."""
-        if self.state in (State.REQUEST, State.RESPONSE):
-            self.state = State.DISCONNECTED
-            return True
-        return False
+        return self.event(PEER_GONE)

@@ -12,8 +12,22 @@ Transitions driven by the app's ``send()``:
     CLOSING   --websocket.close--------------------------------->  CLOSING    (no-op)
     CLOSED    --websocket.close--------------------------------->  CLOSED     (no-op)
 
-Transitions driven by the peer or the clock: the peer's close frame, a protocol error,
-EOF, or the close handshake timing out move the cycle to CLOSED.
+Every other move is an entry of ``EVENTS``, the inputs from the server's side:
+
+    any but CLOSED      --peer gone----------->  CLOSED   (close frame, protocol error, EOF,
+                                                           close handshake timed out)
+    HANDSHAKE, RESPONSE --app failed---------->  CLOSED   (HTTP 500, or the denial cut short)
+    CONNECTED           --app failed---------->  CLOSING  (close 1011)
+    CONNECTED           --app returned-------->  CLOSING  (close 1000)
+    HANDSHAKE           --handshake timeout--->  CLOSED   (HTTP 503)
+    HANDSHAKE           --shutdown------------>  CLOSED   (HTTP 503)
+    CONNECTED           --shutdown------------>  CLOSING  (close 1012, or the code given)
+    CONNECTED           --ping timeout-------->  CLOSING  (close 1011)
+    CONNECTED           --message too big----->  CLOSING  (close 1009)
+
+A message is checked first (:meth:`WebSocketCycle.check`) and its move made
+(:meth:`WebSocketCycle.commit`) once its fields were accepted: a refused message leaves
+the state as it was.
 
 Once CLOSED because of the peer, the app's messages are dropped quietly until the app has
 been handed ``websocket.disconnect`` (a consumer that is mid-send still reaches its
@@ -33,7 +47,19 @@ from typing import Any
 from ..errors import ASGIProtocolError, ClientDisconnected
 from .table import Table, misuse
 
-__all__ = ["TRANSITIONS", "State", "WebSocketCycle"]
+__all__ = [
+    "APP_FAILED",
+    "APP_RETURNED",
+    "EVENTS",
+    "HANDSHAKE_TIMEOUT",
+    "PEER_GONE",
+    "PING_TIMEOUT",
+    "SHUTDOWN",
+    "TOO_BIG",
+    "TRANSITIONS",
+    "State",
+    "WebSocketCycle",
+]
 
 
 class State(enum.Enum):
@@ -59,11 +85,35 @@ TRANSITIONS: Table = {
     (State.CLOSED, "websocket.close"): State.CLOSED,
 }
 
+PEER_GONE = "peer gone"
+APP_FAILED = "app failed"
+APP_RETURNED = "app returned"
+HANDSHAKE_TIMEOUT = "handshake timeout"
+SHUTDOWN = "shutdown"
+PING_TIMEOUT = "ping timeout"
+TOO_BIG = "message too big"
+
+EVENTS: Table = {
+    (State.HANDSHAKE, PEER_GONE): State.CLOSED,
+    (State.RESPONSE, PEER_GONE): State.CLOSED,
+    (State.CONNECTED, PEER_GONE): State.CLOSED,
+    (State.CLOSING, PEER_GONE): State.CLOSED,
+    (State.HANDSHAKE, APP_FAILED): State.CLOSED,
+    (State.RESPONSE, APP_FAILED): State.CLOSED,
+    (State.CONNECTED, APP_FAILED): State.CLOSING,
+    (State.CONNECTED, APP_RETURNED): State.CLOSING,
+    (State.HANDSHAKE, HANDSHAKE_TIMEOUT): State.CLOSED,
+    (State.HANDSHAKE, SHUTDOWN): State.CLOSED,
+    (State.CONNECTED, SHUTDOWN): State.CLOSING,
+    (State.CONNECTED, PING_TIMEOUT): State.CLOSING,
+    (State.CONNECTED, TOO_BIG): State.CLOSING,
+}
+
 
 class WebSocketCycle:
     """ASGI-side state of one WebSocket connection."""
 
-    __slots__ = ("disconnect_delivered", "handle", "peer_gone", "state", "where")
+    __slots__ = ("disconnect_delivered", "peer_gone", "state", "where")
 
     def __init__(self, where: str) -> None:
         self.state = State.HANDSHAKE
@@ -72,7 +122,6 @@ class WebSocketCycle:
         self.peer_gone = False
         #: The app's ``receive()`` has returned ``websocket.disconnect``.
         self.disconnect_delivered = False
-        self.handle: Any = None
 
     def kind_of(self, message: Any) -> tuple[str, str]:
         try:
@@ -101,3 +150,26 @@ class WebSocketCycle:
         if new is None:
             raise misuse(TRANSITIONS, old, mtype, self.where)
         return mtype, old, new
+
+    def commit(self, new: State) -> None:
+        """Make the move :meth:`check` found in the table, once the message's fields were
+        accepted."""
+        self.state = new
+
+    def event(self, name: str) -> bool:
+        """Apply a server-side input (see ``EVENTS``) if the table has a move for it in this
+        state. True if the state moved."""
+        new = EVENTS.get((self.state, name))
+        if new is None:
+            return False
+        self.state = new
+        return True
+
+    def gone(self) -> bool:
+        """The peer (or the transport) went away. True the first time: the app is to be
+        handed ``websocket.disconnect``."""
+        if self.peer_gone:
+            return False
+        self.peer_gone = True
+        self.event(PEER_GONE)
+        return True

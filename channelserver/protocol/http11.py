@@ -27,6 +27,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable
 from http import HTTPStatus
@@ -35,7 +36,7 @@ from typing import Any
 import h11
 
 from ..errors import ASGIProtocolError
-from .asgi_http import HTTPCycle, State
+from .asgi_http import APP_FAILED, HEAD_REFUSED, HTTPCycle, State
 from .events import (
     Action,
     CancelTimer,
@@ -47,6 +48,7 @@ from .events import (
     Upgrade,
     Write,
 )
+from .machine import Machine
 from .request import REQUEST_LINE, Head, read_head, read_plain_head
 from .response import BodyWriter, ResponseError, write_head
 from .scope import http_scope, peer
@@ -101,6 +103,39 @@ def error_class(message: str) -> str:
     return "malformed request"
 
 
+class Phase(enum.Enum):
+    """Where the connection is: reading a request, writing its response, both, neither.
+
+    ::
+
+        IDLE --head--> BODY --body read--> HANDLING --head written--> RESPONDING
+                        |                                                 |
+                        +--head written--> BODY_RESPONDING --body read----+
+        RESPONDING/HANDLING --response complete, keep-alive--> IDLE
+        any --close, EOF, upgrade (the WebSocket machine takes over)--> CLOSED
+    """
+
+    __hash__ = object.__hash__  # identity, as in asgi_http.State
+
+    #: No request in hand: a head may be arriving (the keep-alive timer runs).
+    IDLE = "IDLE"
+    #: A request's body is arriving; nothing of the response is written yet.
+    BODY = "BODY"
+    #: The body is still arriving and the response is being written.
+    BODY_RESPONDING = "BODY_RESPONDING"
+    #: The request was read whole (nothing more is read until its response is complete);
+    #: nothing of the response is written yet.
+    HANDLING = "HANDLING"
+    #: The request was read whole; the response is being written.
+    RESPONDING = "RESPONDING"
+    #: Closed, or handed to the WebSocket machine: inputs are ignored.
+    CLOSED = "CLOSED"
+
+
+_READING = frozenset({Phase.BODY, Phase.BODY_RESPONDING})
+_RESPONDING = frozenset({Phase.BODY_RESPONDING, Phase.RESPONDING})
+_READ = frozenset({Phase.HANDLING, Phase.RESPONDING})
+
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
 
@@ -113,7 +148,7 @@ def plain_response(status: int, text: str) -> bytes:
     return head + body
 
 
-class HTTPConnection:
+class HTTPConnection(Machine):
     """The HTTP/1.1 side of one TCP connection."""
 
     def __init__(
@@ -132,6 +167,7 @@ class HTTPConnection:
         max_body_size: int | None = None,
         body_read_timeout: float | None = None,
         fast_heads: bool = True,
+        draining: bool = False,
     ) -> None:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         #: No bytes were given to self.h11 yet: a plain head may be read without it.
@@ -148,7 +184,7 @@ class HTTPConnection:
         self.client_text = peer(client) or "unknown client"
         self.scheme = scheme
         self.root_path = root_path
-        self.state = state
+        self.scope_state = state
         self.keep_alive_timeout = keep_alive_timeout
         self.default_headers = default_headers
         self.extensions = extensions
@@ -166,13 +202,14 @@ class HTTPConnection:
         self.keep_alive = True
         #: Frames the current response's body; set once its head is written.
         self.writer: BodyWriter | None = None
-        self.responding = False
-        #: The current request was read to its end (h11's EndOfMessage, or a request
-        #: that has no body): nothing more is read until its response is complete.
-        self.request_done = False
-        #: Set by :meth:`shutdown`: answer in-flight requests with ``connection: close``.
-        self.closing = False
-        self.closed = False
+        self.phase = Phase.IDLE
+        #: The server drains (:meth:`shutdown`): requests are answered with
+        #: ``connection: close``.
+        self.draining = draining
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     # -- inputs --------------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -180,7 +217,7 @@ class HTTPConnection:
         return [SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
 
     def receive_data(self, data: bytes) -> list[Action]:
-        if self.closed:
+        if self.phase is Phase.CLOSED:
             return []
         if self.cycle is None:  # a request head is (or may be) arriving
             if self.h11_unfed and self.fast_heads and len(data) <= self.max_incomplete_event_size:
@@ -268,21 +305,13 @@ class HTTPConnection:
         cycle = self.cycle
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
-        if not self.closed:
-            self.closed = True
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
             actions.append(CloseTransport())
         return actions
 
-    def app_got_disconnect(self, cycle: HTTPCycle) -> None:
-        pass
-
     def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
-        if (
-            cycle is self.cycle
-            and not self.responding
-            and not self.request_done
-            and self.h11.they_are_waiting_for_100_continue
-        ):
+        if cycle is self.cycle and self.phase is Phase.BODY and self.h11.they_are_waiting_for_100_continue:
             return [Write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
         return []
 
@@ -292,7 +321,7 @@ class HTTPConnection:
         what, value = cycle.on_app_message(message)
         if what == "start":
             return []
-        body, more = value
+        body, more, new_state = value
         head = b""
         pending = cycle.pending_start
         keep_alive = self.keep_alive
@@ -305,18 +334,19 @@ class HTTPConnection:
             try:
                 data = writer.data(body) if more else writer.last(body)
             except ResponseError as exc:
-                # Refused: the body part has no effect, and a head that was to go with it
-                # is held back again (the app may still send a body that fits it).
-                cycle.state = State.RESPONSE
+                # Refused: the body part has no effect (the cycle did not move), and a head
+                # that was to go with it is held back again (the app may still send a body
+                # that fits it).
                 if pending is not None:
                     cycle.pending_start = pending
                     self.writer = None
-                    self.responding = False
+                    self.phase = Phase.BODY if self.phase is Phase.BODY_RESPONDING else Phase.HANDLING
                     self.keep_alive = keep_alive
                 short = ""
                 if not more and writer.length is not None and len(body) < writer.length:
                     short = ": the body is shorter than the content-length header says"
                 raise ASGIProtocolError(f"http.response.body: {exc}{short} ({cycle.where})") from None
+        cycle.commit(new_state)
         if not more:
             actions: list[Action] = [Write(head + data if head else data), Deliver(cycle, _DISCONNECT)]
             self._response_complete(actions)
@@ -349,8 +379,9 @@ class HTTPConnection:
         was still held back it is written now, then the connection closes (the response
         is incomplete; a client reading a chunked or sized body sees it cut short)."""
         state = cycle.state
+        if not cycle.event(APP_FAILED):
+            return []
         if state is State.RESPONSE:
-            cycle.state = State.COMPLETE
             pending = cycle.pending_start
             if pending is None or cycle is not self.cycle:
                 return self._close()
@@ -358,17 +389,13 @@ class HTTPConnection:
             try:
                 head = self._send_head(cycle, pending, None)
             except ASGIProtocolError as exc:  # the head cannot be written: nothing valid was sent
-                cycle.state = State.COMPLETE
                 return [Log("error", f"ASGI protocol error: {exc}"), *self._internal_error(cycle)]
             return [Write(head), *self._close()]
-        if state is State.REQUEST:
-            cycle.state = State.COMPLETE
-            return self._internal_error(cycle)
-        return []
+        return self._internal_error(cycle)
 
     def _internal_error(self, cycle: HTTPCycle) -> list[Action]:
         cycle.pending_start = None
-        if cycle is not self.cycle or self.responding:
+        if cycle is not self.cycle or self.phase in _RESPONDING:
             return []
         actions: list[Action] = [Write(self._error_bytes(500, "Internal Server Error\n"))]
         actions.append(Deliver(cycle, _DISCONNECT))
@@ -378,7 +405,7 @@ class HTTPConnection:
     def app_returned(self, cycle: HTTPCycle, exc: BaseException | None) -> list[Action]:
         """The app instance of ``cycle`` returned (``exc`` None) or raised ``exc``."""
         state = cycle.state
-        if state is State.COMPLETE or state is State.DISCONNECTED:
+        if state is not State.REQUEST and state is not State.RESPONSE:
             return []
         if exc is None:
             if state is State.REQUEST:
@@ -389,16 +416,17 @@ class HTTPConnection:
         return self.app_failed(cycle)
 
     def timer_fired(self, name: str) -> list[Action]:
-        if name == KEEP_ALIVE and self.cycle is None and not self.closed:
+        phase = self.phase
+        if name == KEEP_ALIVE and phase is Phase.IDLE:
             return self._close()
-        if name == BODY and self.cycle is not None and not self.request_done:
+        if name == BODY and phase in _READING:
             # The body stopped arriving: the slow-body form of slowloris.
             why = f"request body stalled for {self.body_read_timeout}s"
             actions: list[Action] = [Log("warning", f"Closed request from {self.client_text}: {why} (answered 408)")]
             cycle = self.cycle
-            if cycle.disconnect():
+            if cycle is not None and cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if not self.responding:
+            if phase is Phase.BODY:
                 actions.append(Write(self._error_bytes(408, f"Request Timeout: {why}\n")))
             self.cycle = None
             actions.extend(self._close())
@@ -412,8 +440,8 @@ class HTTPConnection:
         A connection that has not yet had a request (just accepted, or with part of a head
         buffered) is not idle: its request may be on the wire. It gets a short timer
         instead, and its request is answered with ``connection: close``."""
-        self.closing = True
-        if self.cycle is None and not self.closed:
+        self.draining = True
+        if self.phase is Phase.IDLE:
             if self.requests_started and not self.h11.trailing_data[0] and not self.head_tail:
                 return self._close()
             return [SetTimer(KEEP_ALIVE, min(self.keep_alive_timeout, 1.0))]
@@ -421,9 +449,9 @@ class HTTPConnection:
 
     # -- internals -----------------------------------------------------------------------
     def _close(self) -> list[Action]:
-        if self.closed:
+        if self.phase is Phase.CLOSED:
             return []
-        self.closed = True
+        self.phase = Phase.CLOSED
         return [CloseTransport()]
 
     def _send_head(
@@ -440,23 +468,22 @@ class HTTPConnection:
                 headers,
                 method=self.method,
                 http10=self.http10,
-                keep_alive=self.keep_alive and not self.closing,
+                keep_alive=self.keep_alive and not self.draining,
                 server_headers=self.default_headers(),
                 whole_length=whole_length,
             )
         except ResponseError as exc:
-            cycle.state = State.REQUEST
+            cycle.event(HEAD_REFUSED)
             raise ASGIProtocolError(f"http.response.start: {exc} ({cycle.where})") from None
-        self.responding = True
+        self.phase = Phase.BODY_RESPONDING if self.phase is Phase.BODY else Phase.RESPONDING
         return head
 
     def _response_complete(self, actions: list[Action]) -> None:
         old = self.h11
         self.cycle = None
         self.writer = None
-        self.responding = False
-        done, self.request_done = self.request_done, False
-        if self.keep_alive and done and not self.closing:
+        if self.keep_alive and self.phase in _READ and not self.draining:
+            self.phase = Phase.IDLE
             actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
             if self.h11_unfed:
                 return  # read_plain_head read the request; h11 has not been used
@@ -480,7 +507,6 @@ class HTTPConnection:
     def _error_bytes(self, status: int, text: str) -> bytes:
         """The server's own answer (500, 408, 413, 400, ...): it says ``Connection: close``,
         and the connection closes after it."""
-        self.responding = True
         self.keep_alive = False
         return plain_response(status, text)
 
@@ -493,7 +519,7 @@ class HTTPConnection:
         cycle = self.cycle
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
-        if not self.responding:  # no response written yet
+        if self.phase not in _RESPONDING:  # no response written yet
             text = f"{_PHRASES.get(status, 'Error')}: {error_class(reason)}\n"
             actions.append(Write(self._error_bytes(status, text)))
         self.cycle = None
@@ -501,7 +527,7 @@ class HTTPConnection:
         return actions
 
     def _next_events(self, actions: list[Action]) -> list[Action]:
-        if self.request_done:
+        if self.phase in _READ:
             return actions  # bytes after the request wait in h11 until the response is done
         h11conn = self.h11
         body: list[bytes] = []
@@ -519,7 +545,7 @@ class HTTPConnection:
                 body.append(chunk)
             elif etype is h11.EndOfMessage:
                 cycle = self.cycle
-                self.request_done = True
+                self.phase = Phase.RESPONDING if self.phase is Phase.BODY_RESPONDING else Phase.HANDLING
                 if cycle is not None:
                     data = b"".join(body) if len(body) != 1 else bytes(body[0])
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
@@ -536,7 +562,7 @@ class HTTPConnection:
             elif etype is h11.ConnectionClosed:
                 actions.extend(self.eof())
                 break
-        if self.cycle is not None and self.body_read_timeout is not None and not self.request_done:
+        if self.body_read_timeout is not None and self.phase in _READING:
             # (re)armed while the body is unfinished: the deadline moves with each read
             actions.append(SetTimer(BODY, self.body_read_timeout))
         if body and self.cycle is not None:
@@ -575,17 +601,18 @@ class HTTPConnection:
             server=self.server,
             client=self.client,
             root_path=self.root_path,
-            state=self.state,
+            state=self.scope_state,
             extensions=self.extensions() if self.extensions else None,
         )
         actions.append(CancelTimer(KEEP_ALIVE))
         actions.append(StartApp(cycle, scope))
+        self.phase = Phase.BODY
         length = head.content_length
         if not head.chunked and (length is None or not int(length)):
             # No body (RFC 9112 6.3): the request ends with its head. h11's EndOfMessage
             # would consume nothing; the next request is read from the bytes after the
             # head by a fresh h11 connection.
-            self.request_done = True
+            self.phase = Phase.HANDLING
             actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
             return False
         return True
@@ -624,7 +651,7 @@ class HTTPConnection:
         if cycle is not None:
             if cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if not self.responding:  # nothing of the response written yet
+            if self.phase is Phase.BODY:  # nothing of the response written yet
                 actions.append(Write(self._error_bytes(413, f"Content Too Large: {why}\n")))
         self.cycle = None
         actions.extend(self._close())
@@ -642,6 +669,6 @@ class HTTPConnection:
             if event is h11.PAUSED or event is h11.NEED_DATA:
                 break
         trailing, _closed = h11conn.trailing_data
-        self.closed = True  # this machine is done; the WebSocket machine takes over
+        self.phase = Phase.CLOSED  # this machine is done; the WebSocket machine takes over
         actions.append(Upgrade(request, bytes(trailing)))
         return actions

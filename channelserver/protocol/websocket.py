@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from typing import Any
 
 import h11
@@ -49,9 +50,19 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from ..errors import ASGIProtocolError
-from .asgi_websocket import State, WebSocketCycle
+from .asgi_websocket import (
+    APP_FAILED,
+    APP_RETURNED,
+    HANDSHAKE_TIMEOUT,
+    PING_TIMEOUT,
+    SHUTDOWN,
+    TOO_BIG,
+    State,
+    WebSocketCycle,
+)
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
+from .machine import Machine
 from .scope import peer, websocket_scope
 from .table import bad_field, check_headers
 
@@ -82,6 +93,23 @@ def _check_handshake(request: h11.Request) -> None:
             raise RemoteProtocolError("Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection())
 
 
+class Phase(enum.Enum):
+    """Where the connection is, on the wire (the app's side is the cycle's State)::
+
+    HANDSHAKE --accept--> OPEN --close handshake done, EOF, failure, timeout--> CLOSED
+    HANDSHAKE --rejection, EOF, timeout--> CLOSED
+    """
+
+    __hash__ = object.__hash__  # identity, as in asgi_websocket.State
+
+    #: Waiting for the app's answer; what the peer sends is held.
+    HANDSHAKE = "HANDSHAKE"
+    #: Accepted: frames go to and from wsproto (or .frames).
+    OPEN = "OPEN"
+    #: The socket is closed or closing: whatever comes is ignored.
+    CLOSED = "CLOSED"
+
+
 HANDSHAKE = "handshake"
 PING = "ping"
 PONG = "pong_deadline"
@@ -90,7 +118,7 @@ CLOSE = "close_handshake"
 ABNORMAL = 1006
 
 
-class WebSocketConnection:
+class WebSocketConnection(Machine):
     def __init__(
         self,
         request: h11.Request,
@@ -120,7 +148,7 @@ class WebSocketConnection:
         self.client_text = client_text
         self.scheme = scheme
         self.root_path = root_path
-        self.state = state
+        self.scope_state = state
         self.max_size = max_size
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -132,8 +160,7 @@ class WebSocketConnection:
         self.ws: Connection | None = None
         #: Bytes that came before the app accepted; fed to wsproto after accept.
         self.held = bytearray(trailing_data)
-        self.eof_seen = False
-        self.closed = False
+        self.phase = Phase.HANDSHAKE
         #: Parts of a fragmented message being received, and their size.
         self.parts: list[Any] = []
         self.parts_size = 0
@@ -176,7 +203,7 @@ class WebSocketConnection:
                     has_body=True,
                 )
             ) + self.handshake.send(RejectData(data=text, body_finished=True))
-            self.closed = True
+            self.phase = Phase.CLOSED
             return [
                 Log(
                     "warning",
@@ -195,7 +222,7 @@ class WebSocketConnection:
             client=self.client,
             root_path=self.root_path,
             subprotocols=self.offered_subprotocols,
-            state=self.state,
+            state=self.scope_state,
             extensions=self.extensions,
         )
         actions: list[Action] = [StartApp(self.cycle, scope), Deliver(self.cycle, {"type": "websocket.connect"})]
@@ -204,13 +231,14 @@ class WebSocketConnection:
         return actions
 
     def receive_data(self, data: bytes) -> list[Action]:
-        if self.closed:
+        phase = self.phase
+        if phase is Phase.CLOSED:
             return []  # after the close handshake (or a failure) whatever comes is ignored
-        ws = self.ws
-        if ws is None:
-            if not self.closed:
-                self.held += data
+        if phase is Phase.HANDSHAKE:
+            self.held += data
             return []
+        ws = self.ws
+        assert ws is not None
         self.heard = True
         reader = self.reader
         if reader is not None:
@@ -222,11 +250,10 @@ class WebSocketConnection:
         return self._events([])
 
     def eof(self) -> list[Action]:
-        self.eof_seen = True
         actions: list[Action] = []
         self._peer_gone(actions, ABNORMAL, "")
-        if not self.closed:
-            self.closed = True
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
             actions.append(CloseTransport())
         return actions
 
@@ -252,14 +279,14 @@ class WebSocketConnection:
             return self._send_message(message)
         if mtype == "websocket.accept":
             subprotocol, headers = self._check_accept(message)
-            cycle.state = new
+            cycle.commit(new)
             return self._accept(subprotocol, headers)
         if mtype == "websocket.close":
             if old is State.CONNECTED:
                 code, reason = self._close_code(message), self._close_reason(message)
-                cycle.state = new
+                cycle.commit(new)
                 return self._close(code, reason)
-            cycle.state = new
+            cycle.commit(new)
             if old is State.HANDSHAKE:
                 return self._reject(403, [], b"", more=False)
             return []
@@ -268,14 +295,14 @@ class WebSocketConnection:
             if type(status) is not int or not 200 <= status <= 999:
                 raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, where)
             headers = check_headers(mtype, message.get("headers", ()), self.cycle)
-            cycle.state = new
+            cycle.commit(new)
             self._pending_denial = (status, headers)
             return []
         # websocket.http.response.body
         body = message.get("body", b"")
         if not isinstance(body, (bytes, bytearray)):
             raise bad_field(mtype, "body", "bytes", body, where)
-        cycle.state = new
+        cycle.commit(new)
         more = new is State.RESPONSE
         pending = self._pending_denial
         if pending is not None:
@@ -295,21 +322,16 @@ class WebSocketConnection:
     def app_failed(self, cycle: WebSocketCycle | None = None) -> list[Action]:
         """The app misused ASGI or raised: 500 before accept, close 1011 after."""
         state = self.cycle.state
-        if self.cycle.peer_gone:
+        if self.cycle.peer_gone or not self.cycle.event(APP_FAILED):
             return []
         if state is State.HANDSHAKE:
-            self.cycle.state = State.CLOSED
             return self._reject(500, [], b"Internal Server Error\n", more=False)
         if state is State.RESPONSE:
-            self.cycle.state = State.CLOSED
             if self._pending_denial is not None:  # nothing written yet: a clean 500
                 self._pending_denial = None
                 return self._reject(500, [], b"Internal Server Error\n", more=False)
             return self._drop()
-        if state is State.CONNECTED:
-            self.cycle.state = State.CLOSING
-            return self._close(1011, "Internal Server Error")
-        return []
+        return self._close(1011, "Internal Server Error")  # was CONNECTED
 
     def app_returned(self, cycle: WebSocketCycle, exc: BaseException | None) -> list[Action]:
         state = self.cycle.state
@@ -328,20 +350,18 @@ class WebSocketConnection:
                 Log("error", f"ASGI app returned without completing the denial response ({self.cycle.where})")
             )
             actions.extend(self.app_failed())
-        elif state is State.CONNECTED:
-            # Returning is a clean end: close normally, as if the app had said so.
-            self.cycle.state = State.CLOSING
+        elif self.cycle.event(APP_RETURNED):
+            # Returning after the accept is a clean end: close normally, as if the app said so.
             actions.extend(self._close(1000, ""))
-        if self.cycle.state is State.CLOSED and not self.closed:
+        if self.cycle.state is State.CLOSED and self.phase is not Phase.CLOSED:
             actions.extend(self._drop())
         return actions
 
     def timer_fired(self, name: str) -> list[Action]:
         ws = self.ws
         if name == HANDSHAKE:
-            if self.closed or self.cycle.state is not State.HANDSHAKE:
+            if self.phase is Phase.CLOSED or not self.cycle.event(HANDSHAKE_TIMEOUT):
                 return []
-            self.cycle.state = State.CLOSED
             actions: list[Action] = [
                 Log(
                     "warning",
@@ -350,7 +370,7 @@ class WebSocketConnection:
             ]
             actions.extend(self._reject(503, [], b"Service Unavailable: the application did not answer\n", more=False))
             return actions
-        if self.closed or ws is None:
+        if self.phase is not Phase.OPEN or ws is None:
             return []
         if name == PING:
             if ws.state is not ConnectionState.OPEN or self.ping_interval is None:
@@ -366,8 +386,7 @@ class WebSocketConnection:
             return actions
         if name == PONG and self.awaiting_pong:
             actions = [Log("info", f"No pong within {self.ping_timeout}s; closing ({self.cycle.where})")]
-            if self.cycle.state is State.CONNECTED:
-                self.cycle.state = State.CLOSING
+            if self.cycle.event(PING_TIMEOUT):
                 actions.extend(self._close(1011, "keepalive ping timeout"))
             self._peer_gone(actions, 1011, "keepalive ping timeout")
             # a peer that does not answer may not read either: do not wait to flush to it
@@ -384,28 +403,24 @@ class WebSocketConnection:
         """Close with ``code`` and tell the app; a connection still in its handshake is
         refused with 503."""
         state = self.cycle.state
-        if self.closed:
+        if self.phase is Phase.CLOSED or not self.cycle.event(SHUTDOWN):
             return []
         if state is State.CONNECTED:
-            self.cycle.state = State.CLOSING
             actions = self._close(code, reason)
             self._peer_gone(actions, code, reason)
             return actions
-        if state is State.HANDSHAKE:
-            self.cycle.state = State.CLOSED
-            actions = self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False)
-            return actions
-        return []
+        return self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False)
 
-    def app_wants_body(self, cycle: WebSocketCycle) -> list[Action]:
-        return []
-
-    def flush_head(self, cycle: WebSocketCycle) -> list[Action]:
-        return []
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     @property
     def accepted(self) -> bool:
         return self.ws is not None
+
+    def access_facts(self) -> tuple[bool, int | None]:
+        return self.ws is not None, self.disconnect_code or self.close_code
 
     # -- internals -----------------------------------------------------------------------
     def _check_accept(self, message: Any) -> tuple[str | None, list[tuple[bytes, bytes]]]:
@@ -440,8 +455,9 @@ class WebSocketConnection:
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
-        if self.eof_seen:
+        if self.phase is Phase.CLOSED:  # the peer left before the answer
             return actions
+        self.phase = Phase.OPEN
         if self.held:
             held = bytes(self.held)
             self.held = bytearray()
@@ -455,7 +471,7 @@ class WebSocketConnection:
         return actions
 
     def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool) -> list[Action]:
-        if self.eof_seen or self.closed:
+        if self.phase is Phase.CLOSED:
             return []
         headers = [*self.default_headers(), *headers]
         if not more and not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
@@ -518,7 +534,7 @@ class WebSocketConnection:
     def _close(self, code: int, reason: str) -> list[Action]:
         """Send our close frame; the peer answers or ``close_timeout`` drops the socket."""
         ws = self.ws
-        if ws is None or self.closed or ws.state is not ConnectionState.OPEN:
+        if ws is None or self.phase is Phase.CLOSED or ws.state is not ConnectionState.OPEN:
             return []
         self.close_code, self.close_reason = code, reason
         return [
@@ -529,18 +545,15 @@ class WebSocketConnection:
 
     def _peer_gone(self, actions: list[Action], code: int, reason: str) -> None:
         cycle = self.cycle
-        if cycle.peer_gone:
+        if not cycle.gone():
             return
-        cycle.peer_gone = True
         self.disconnect_code = code
-        if cycle.state is not State.CLOSED:
-            cycle.state = State.CLOSED
         actions.append(Deliver(cycle, {"type": "websocket.disconnect", "code": code, "reason": reason}))
 
     def _drop(self, abort: bool = False) -> list[Action]:
-        if self.closed:
+        if self.phase is Phase.CLOSED:
             return []
-        self.closed = True
+        self.phase = Phase.CLOSED
         return [
             CancelTimer(HANDSHAKE),
             CancelTimer(PING),
@@ -565,7 +578,7 @@ class WebSocketConnection:
         assert ws is not None
         ws.receive_data(data)
         self._events(self._out)
-        return self.closed
+        return self.phase is Phase.CLOSED
 
     def _events(self, actions: list[Action]) -> list[Action]:
         ws = self.ws
@@ -623,7 +636,6 @@ class WebSocketConnection:
         self.parts = []
         self.parts_size = 0
         reason = f"message larger than {self.max_size} bytes"
-        if self.cycle.state is State.CONNECTED:
-            self.cycle.state = State.CLOSING
+        if self.cycle.event(TOO_BIG):
             actions.extend(self._close(1009, reason))
         self._peer_gone(actions, 1009, reason)

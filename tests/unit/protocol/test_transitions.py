@@ -55,6 +55,7 @@ HTTP_EXPECTED = {
     "REQUEST": "expected http.response.start",
     "RESPONSE": "expected http.response.body",
     "COMPLETE": "expected no further message",
+    "FAILED": "expected no further message",
 }
 
 
@@ -71,6 +72,9 @@ def http_in_state(state: asgi_http.State) -> HTTPPair:
         assert [r.body for r in collect(pair.client_events())] == [b"done"]
     if state is HTTP.DISCONNECTED:
         pair.eof()
+    if state is HTTP.FAILED:
+        pair.run(pair.machine.app_failed(cycle))  # the app raised: 500
+        assert pair.response().status == 500
     assert cycle.state is state
     return pair
 
@@ -152,6 +156,7 @@ def test_http_refused_message_reported_as_misuse(state: asgi_http.State, kind: s
     pair = http_in_state(state)
     cycle = pair.cycle
     wire_before = bytes(pair.wire)
+    closes_before = pair.closes
     with pytest.raises(ASGIProtocolError):
         pair.app_send(cycle, HTTP_MESSAGES[kind])
     actions = pair.run(pair.machine.app_misused(cycle))
@@ -167,7 +172,7 @@ def test_http_refused_message_reported_as_misuse(state: asgi_http.State, kind: s
         assert pair.closes == 0
     else:
         assert actions == []
-        assert (cycle.state, bytes(pair.wire), pair.closes) == (state, wire_before, 0)
+        assert (cycle.state, bytes(pair.wire), pair.closes) == (state, wire_before, closes_before)
 
 
 def test_http_misuse_text_verbatim() -> None:
@@ -210,7 +215,7 @@ def test_http_table_is_what_the_spec_allows() -> None:
 
 
 def test_http_states_are_all_reachable_and_named() -> None:
-    assert [s.value for s in HTTP] == ["REQUEST", "RESPONSE", "COMPLETE", "DISCONNECTED"]
+    assert [s.value for s in HTTP] == ["REQUEST", "RESPONSE", "COMPLETE", "DISCONNECTED", "FAILED"]
     for state in HTTP:
         assert http_in_state(state).cycle.state is state
 
@@ -557,3 +562,64 @@ def test_websocket_refused_close_leaves_the_connection_open() -> None:
     actions = pair.app_send(pair.cycle, {"type": "websocket.close", "code": 1000})
     assert not any(isinstance(a, CloseTransport) for a in actions)
     assert [(type(e), e.code) for e in pair.client_events()] == [(CloseConnection, 1000)]
+
+
+# ---------------------------------------------------------------------------------------
+# Server-side inputs: the EVENTS tables
+# ---------------------------------------------------------------------------------------
+
+
+def event_names(table: Any) -> list[str]:
+    return list(dict.fromkeys(name for _, name in table))
+
+
+HTTP_EVENT_PAIRS = list(itertools.product(list(HTTP), event_names(asgi_http.EVENTS)))
+
+
+@pytest.mark.parametrize(("state", "name"), HTTP_EVENT_PAIRS, ids=[f"{s.value}-{n}" for s, n in HTTP_EVENT_PAIRS])
+def test_http_event_moves_only_as_its_table_says(state: asgi_http.State, name: str) -> None:
+    cycle = asgi_http.HTTPCycle(b"GET", b"/", "127.0.0.1:53122")
+    cycle.state = state  # test set-up only: the machine never sets a state outside the table
+    target = asgi_http.EVENTS.get((state, name))
+    assert cycle.event(name) is (target is not None)
+    assert cycle.state is (target or state)
+
+
+WS_EVENT_PAIRS = list(itertools.product(list(WS), event_names(asgi_websocket.EVENTS)))
+
+
+@pytest.mark.parametrize(("state", "name"), WS_EVENT_PAIRS, ids=[f"{s.value}-{n}" for s, n in WS_EVENT_PAIRS])
+def test_websocket_event_moves_only_as_its_table_says(state: asgi_websocket.State, name: str) -> None:
+    cycle = asgi_websocket.WebSocketCycle(WS_WHERE)
+    cycle.state = state  # test set-up only
+    target = asgi_websocket.EVENTS.get((state, name))
+    assert cycle.event(name) is (target is not None)
+    assert cycle.state is (target or state)
+
+
+def test_websocket_peer_gone_is_told_once() -> None:
+    cycle = asgi_websocket.WebSocketCycle(WS_WHERE)
+    cycle.state = WS.CONNECTED  # test set-up only
+    assert cycle.gone() is True
+    assert (cycle.state, cycle.peer_gone) == (WS.CLOSED, True)
+    assert cycle.gone() is False
+
+
+def test_no_module_but_the_cycles_moves_a_cycle() -> None:
+    """h11's rule: what changes a cycle's state lives in the cycle's module. The machines
+    and the I/O layer move a cycle only through its table inputs."""
+    import pathlib
+    import re
+
+    import channelserver
+
+    package = pathlib.Path(channelserver.__file__).parent
+    owners = {package / "protocol" / "asgi_http.py", package / "protocol" / "asgi_websocket.py"}
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path in owners:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bcycle\.state\s*=(?!=)", line):
+                offenders.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert offenders == []
