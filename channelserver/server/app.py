@@ -3,29 +3,85 @@
 ``receive()`` pops from a queue the protocol machine fills (``Deliver`` actions); it waits
 on one future when the queue is empty. ``send()`` hands the message to the machine,
 executes what it returns, and waits while the transport's write buffer is full. What the
-app's task ends with (a return, an exception, a cancellation) goes to the machine as the
-input "app returned".
+app's task ends with (a return, an exception, a cancellation) goes to the host, which
+gives it to the machine as the input "app returned".
+
+An instance knows three things: its :class:`~..protocol.machine.Machine` and cycle, its
+:class:`Host` (the connection: run actions, pause and resume input, wait for the write
+buffer, report finished), and its :class:`InstanceSettings` (values, the same for every
+instance of a server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import ASGIProtocolError, ClientDisconnected
+from ..protocol.events import Action
+from ..protocol.machine import Machine
 from ..protocol.scope import peer
+from ..types import ASGIApp
+from .log import ERROR
 from .tasks import EAGER, abandon, awaiting, start_task
 
-if TYPE_CHECKING:
-    from .connection import ConnectionProtocol
+__all__ = ["AppInstance", "Host", "InstanceSettings"]
 
-__all__ = ["AppInstance"]
+error_log = logging.getLogger(ERROR)
 
-error_log = logging.getLogger("channelserver.error")
-access_log = logging.getLogger("channelserver.access")
+
+@dataclass(frozen=True, slots=True)
+class InstanceSettings:
+    """What every app instance of a server is given."""
+
+    app: ASGIApp
+    #: The app's name in log lines.
+    app_name: str
+    #: What each instance's Task starts from, a fresh copy each (see ``ServerState``).
+    context: contextvars.Context
+    #: Reading pauses while an instance's queue holds more than ``read_high_water`` bytes
+    #: or ``queue_high_water`` messages, and resumes under ``read_low_water``.
+    read_high_water: int
+    read_low_water: int
+    queue_high_water: int
+    #: Seconds an instance may run on after its disconnect before it is cancelled.
+    app_close_timeout: float
+    #: Time each instance (for the access log).
+    timed: bool
+
+
+class Host(Protocol):
+    """What an app instance needs of its connection."""
+
+    loop: asyncio.AbstractEventLoop
+    #: The transport's write buffer is over its high-water mark: ``drain()`` waits.
+    write_paused: bool
+    #: Reading from the socket is paused (by ``pause_input``).
+    reading_paused: bool
+    #: The connection is gone.
+    lost: bool
+
+    def run(self, actions: list[Action]) -> None:
+        """Execute the machine's actions."""
+
+    def pause_input(self) -> None: ...
+
+    def resume_input(self) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is under its low-water mark (or the connection lost)."""
+
+    def flush_head_soon(self, instance: AppInstance) -> None:
+        """Call ``instance.flush_head()`` on the next loop turn."""
+
+    def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
+        """The instance's Task ended, returning (``exc`` None) or raising ``exc``."""
+
 
 _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
 
@@ -34,26 +90,30 @@ class AppInstance:
     __slots__ = (
         "cancel_handle",
         "cancelled_at",
-        "conn",
         "coro",
         "cycle",
         "disconnected_at",
         "eager",
         "failure",
         "finished",
+        "host",
         "last",
         "machine",
         "queue",
         "queued_bytes",
         "scope",
+        "settings",
         "started",
         "status",
         "task",
         "waiter",
     )
 
-    def __init__(self, conn: ConnectionProtocol, machine: Any, cycle: Any, scope: dict[str, Any]) -> None:
-        self.conn = conn
+    def __init__(
+        self, host: Host, machine: Machine, cycle: Any, scope: dict[str, Any], settings: InstanceSettings
+    ) -> None:
+        self.host = host
+        self.settings = settings
         self.machine = machine
         self.cycle = cycle
         self.scope = scope
@@ -66,8 +126,7 @@ class AppInstance:
         self.disconnected_at: float | None = None
         self.cancelled_at: float | None = None
         self.status: int | None = None
-        self.started = time.monotonic() if conn.state.access_log_enabled else 0.0
-        cycle.handle = self
+        self.started = time.monotonic() if settings.timed else 0.0
         #: The Task carrying the instance, from start() on.
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -81,7 +140,7 @@ class AppInstance:
         if eager and EAGER:
             self.eager = True
             try:
-                self.task = start_task(self.conn.loop, coro, True, self.conn.state.context.copy())
+                self.task = start_task(self.host.loop, coro, True, self.settings.context.copy())
             finally:
                 self.eager = False
             if not self.finished:
@@ -89,7 +148,7 @@ class AppInstance:
                 # head goes out now rather than with a body part that may be a while.
                 self.flush_head()
         else:
-            self.task = start_task(self.conn.loop, coro, False, self.conn.state.context.copy())
+            self.task = start_task(self.host.loop, coro, False, self.settings.context.copy())
 
     # -- the application's view ------------------------------------------------------
     async def receive(self) -> dict[str, Any]:
@@ -100,9 +159,9 @@ class AppInstance:
                 return last
             actions = self.machine.app_wants_body(self.cycle)
             if actions:
-                self.conn.run(actions)
+                self.host.run(actions)
             while not queue:
-                waiter = self.waiter = self.conn.loop.create_future()
+                waiter = self.waiter = self.host.loop.create_future()
                 try:
                     await waiter
                 finally:
@@ -114,13 +173,11 @@ class AppInstance:
             self.queued_bytes -= len(data)
         elif message["type"] in _DISCONNECTS:
             self.machine.app_got_disconnect(self.cycle)
-        conn = self.conn
-        if (
-            conn.reading_paused
-            and self.queued_bytes < conn.state.read_low_water
-            and len(queue) < conn.state.queue_high_water
-        ):
-            conn.resume_input()
+        host = self.host
+        if host.reading_paused:
+            settings = self.settings
+            if self.queued_bytes < settings.read_low_water and len(queue) < settings.queue_high_water:
+                host.resume_input()
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -129,28 +186,29 @@ class AppInstance:
         except ASGIProtocolError as exc:
             self._misused(exc)
             raise
+        host = self.host
         if actions:
-            self.conn.run(actions)
+            host.run(actions)
         elif message.get("type") == "http.response.start":
             # The head is held back to go out with the first body part; if the app waits
             # for something else first, it goes out when its first step ends (start()) or
             # on the next loop turn.
             if not self.eager:
-                self.conn.state.flush_head_soon(self)
+                host.flush_head_soon(self)
             if self.started:
                 self.status = message.get("status")
-        if self.conn.write_paused:
-            await self.conn.drain()
+        if host.write_paused:
+            await host.drain()
 
     def flush_head(self) -> None:
-        if not self.conn.lost:
+        if not self.host.lost:
             try:
                 actions = self.machine.flush_head(self.cycle)
             except ASGIProtocolError as exc:  # the head itself is invalid
                 self._misused(exc)
                 return
             if actions:
-                self.conn.run(actions)
+                self.host.run(actions)
 
     def _misused(self, exc: ASGIProtocolError) -> None:
         """Each refused message is logged once (not again if the app lets the error end
@@ -158,7 +216,7 @@ class AppInstance:
         nothing once an HTTP response head stands, else 500 or close 1011)."""
         self.failure = exc
         error_log.error("ASGI protocol error: %s", exc)
-        self.conn.run(self.machine.app_misused(self.cycle))
+        self.host.run(self.machine.app_misused(self.cycle))
 
     # -- the server's side -----------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:
@@ -169,9 +227,9 @@ class AppInstance:
         data = message.get("body") or message.get("bytes") or message.get("text")
         if data:
             self.queued_bytes += len(data)
-        state = self.conn.state
-        if self.queued_bytes > state.read_high_water or len(self.queue) > state.queue_high_water:
-            self.conn.pause_input()
+        settings = self.settings
+        if self.queued_bytes > settings.read_high_water or len(self.queue) > settings.queue_high_water:
+            self.host.pause_input()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -181,7 +239,7 @@ class AppInstance:
         if self.finished or self.cancel_handle is not None:
             return
         self.disconnected_at = time.monotonic()
-        self.cancel_handle = self.conn.loop.call_later(self.conn.state.config.app_close_timeout, self.cancel_overdue)
+        self.cancel_handle = self.host.loop.call_later(self.settings.app_close_timeout, self.cancel_overdue)
 
     def cancel_overdue(self) -> None:
         """``app_close_timeout`` passed since the disconnect: cancel the Task, once."""
@@ -208,7 +266,7 @@ class AppInstance:
 
     def describe(self, owner: str | None = None) -> str:
         scope = self.scope
-        app = self.conn.state.app_name
+        app = self.settings.app_name
         if owner is not None and owner != app:
             app = f"{app} ({owner})"
         if scope["type"] == "http":
@@ -222,7 +280,7 @@ class AppInstance:
     async def run(self) -> None:
         exc: BaseException | None = None
         try:
-            result: Any = await self.conn.state.app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
+            result: Any = await self.settings.app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
             if result is not None:
                 error_log.warning("ASGI app returned a value (%r); ASGI apps return None (%s)", result, self.describe())
         except asyncio.CancelledError as e:
@@ -238,4 +296,4 @@ class AppInstance:
             self.finished = True
             if self.cancel_handle is not None:
                 self.cancel_handle.cancel()
-            self.conn.app_finished(self, exc)
+            self.host.app_finished(self, exc)

@@ -8,14 +8,11 @@ app instances, deliveries, timers and log lines. It holds no protocol rules.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import time
-from email.utils import formatdate
 from typing import Any
 
-from ..config import Config
 from ..protocol.events import (
+    Action,
     CancelTimer,
     CloseTransport,
     Deliver,
@@ -26,17 +23,17 @@ from ..protocol.events import (
     Write,
 )
 from ..protocol.http11 import HTTPConnection
-from ..protocol.proxy import TrustedProxies, apply_proxy_headers
-from ..protocol.scope import peer
+from ..protocol.machine import Machine
+from ..protocol.proxy import apply_proxy_headers
 from ..protocol.websocket import WebSocketConnection
-from ..types import ASGIApp
 from .app import AppInstance
 from .drain import DRAIN_EXTENSION, ConnectionDrain
+from .log import ERROR, access_line
+from .state import ServerState
 
-__all__ = ["ConnectionProtocol", "ServerState"]
+__all__ = ["ConnectionProtocol"]
 
-error_log = logging.getLogger("channelserver.error")
-access_log = logging.getLogger("channelserver.access")
+error_log = logging.getLogger(ERROR)
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -45,122 +42,19 @@ def _nothing() -> None:
     pass
 
 
-class RateLimit:
-    """At most ``most`` lines per ``per`` seconds; the count of those held back is told
-    with the next line let through. Keeps a flood of bad clients from flooding the log."""
-
-    def __init__(self, per: float, most: int) -> None:
-        self.per = per
-        self.most = most
-        self.window_start = 0.0
-        self.count = 0
-        self.suppressed = 0
-
-    def allow(self) -> tuple[bool, int]:
-        now = time.monotonic()
-        if now - self.window_start > self.per:
-            self.window_start = now
-            self.count = 0
-        self.count += 1
-        if self.count > self.most:
-            self.suppressed += 1
-            return False, 0
-        held, self.suppressed = self.suppressed, 0
-        return True, held
-
-
-class ServerState:
-    """What every connection of one server shares."""
-
-    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
-        self.config = config
-        self.app = app
-        self.app_name = getattr(app, "__qualname__", None) or type(app).__qualname__
-        self.loop = loop
-        #: What every app instance starts from, a fresh copy each: the context the server
-        #: was started in, never an app's (a pipelined request is started from inside the
-        #: previous request's Task, whose context variables it must not see).
-        self.context = contextvars.copy_context()
-        self.connections: set[ConnectionProtocol] = set()
-        self.instances: set[AppInstance] = set()
-        self.lifespan_state: dict[str, Any] | None = None
-        self.total_requests = 0
-        #: Set when the connection count falls to zero during a shutdown.
-        self.all_closed: asyncio.Event | None = None
-        self.no_instances: asyncio.Event | None = None
-        self.access_log_enabled = config.access_log and access_log.isEnabledFor(logging.INFO)
-        self.read_high_water = 256 * 1024
-        self.read_low_water = 64 * 1024
-        self.queue_high_water = config.ws_max_queue
-        self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
-        self.warnings = RateLimit(per=10.0, most=20)
-        self.shutting_down = False
-        #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
-        self.drain_started = asyncio.Event()
-        self.http_extensions = {DRAIN_EXTENSION: {"started": self.drain_started}}
-        self.on_request: Any = None
-        self.heads_to_flush: list[AppInstance] = []
-        self._date_second = -1
-        self._head_bytes = b""
-        self._header_pairs: list[tuple[bytes, bytes]] = []
-
-    def flush_head_soon(self, instance: AppInstance) -> None:
-        """Flush ``instance``'s held-back response head on the next loop turn unless a body
-        part took it first; one callback per loop turn serves every connection."""
-        if not self.heads_to_flush:
-            self.loop.call_soon(self._flush_heads)
-        self.heads_to_flush.append(instance)
-
-    def _flush_heads(self) -> None:
-        instances, self.heads_to_flush = self.heads_to_flush, []
-        for instance in instances:
-            instance.flush_head()
-
-    def http_extensions_for_request(self) -> dict[str, Any]:
-        return dict(self.http_extensions)
-
-    def _refresh_headers(self) -> None:
-        """The server's own response headers (server, date), as pairs and serialized; the
-        date is computed once per second."""
-        now = int(time.time())
-        if now == self._date_second:
-            return
-        self._date_second = now
-        pairs = [(b"server", b"channelserver")] if self.config.server_header else []
-        if self.config.date_header:
-            pairs.append((b"date", formatdate(now, usegmt=True).encode()))
-        self._header_pairs = pairs
-        self._head_bytes = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
-
-    def default_headers(self) -> bytes:
-        """Serialized, for the HTTP machine to splice into a response head."""
-        self._refresh_headers()
-        return self._head_bytes
-
-    def default_header_list(self) -> list[tuple[bytes, bytes]]:
-        """As pairs, for wsproto's handshake responses."""
-        self._refresh_headers()
-        return self._header_pairs
-
-    def connection_closed(self, conn: ConnectionProtocol) -> None:
-        self.connections.discard(conn)
-        if not self.connections and self.all_closed is not None:
-            self.all_closed.set()
-
-    def instance_finished(self, instance: AppInstance) -> None:
-        self.instances.discard(instance)
-        if not self.instances and self.no_instances is not None:
-            self.no_instances.set()
-
-
 class ConnectionProtocol(asyncio.Protocol):
+    """One connection: the asyncio callbacks in, the machine's actions out. It is the
+    :class:`~.app.Host` of the connection's app instances."""
+
     def __init__(self, state: ServerState, scheme: str = "http") -> None:
         self.state = state
         self.loop = state.loop
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.machine: Any = None
-        self.instances: set[AppInstance] = set()
+        #: Set by connection_made: HTTP first, WebSocket after an upgrade.
+        self.machine: Machine
+        #: The app instance of each cycle the machine handed out in ``StartApp``.
+        self.instances: dict[Any, AppInstance] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.deadlines: dict[str, float] = {}
         self.write_paused = False
@@ -190,7 +84,7 @@ class ConnectionProtocol(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         config = self.state.config
-        self.machine = HTTPConnection(
+        self.machine = http = HTTPConnection(
             client=self.client,
             server=self.server,
             scheme=self.scheme,
@@ -203,14 +97,13 @@ class ConnectionProtocol(asyncio.Protocol):
             max_headers=config.max_headers,
             max_body_size=config.max_body_size,
             body_read_timeout=config.body_read_timeout,
+            draining=self.state.shutting_down,
         )
-        if self.state.shutting_down:
-            self.machine.closing = True
         limit = config.max_connections
         if limit is not None and len(self.state.connections) > limit:
-            self.run(self.machine.refuse_connection(503, f"more than {limit} open connections"))
+            self.run(http.refuse_connection(503, f"more than {limit} open connections"))
             return
-        self.run(self.machine.start())
+        self.run(http.start())
 
     def data_received(self, data: bytes) -> None:
         self.run(self.machine.receive_data(data))
@@ -225,7 +118,7 @@ class ConnectionProtocol(asyncio.Protocol):
         for name in list(self.timers):
             self.timers.pop(name).cancel()
         self.deadlines.clear()
-        for instance in list(self.instances):
+        for instance in list(self.instances.values()):
             instance.connection_gone()
         self._release_drain_waiters()
         if self.ws_drain is not None:
@@ -264,7 +157,10 @@ class ConnectionProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- executing the machine's actions ---------------------------------------------------
-    def run(self, actions: list[Any]) -> None:
+    def flush_head_soon(self, instance: AppInstance) -> None:
+        self.state.flush_head_soon(instance)
+
+    def run(self, actions: list[Action]) -> None:
         self.depth += 1
         try:
             self._run(actions)
@@ -280,13 +176,14 @@ class ConnectionProtocol(asyncio.Protocol):
                 self.depth = 0
 
     def _run(self, actions: list[Any]) -> None:
+        # Dispatched on the exact type (cheaper than isinstance; mypy does not narrow on it).
         for action in actions:
             kind = type(action)
             if kind is Write:
                 if not self.lost and action.data:
                     self.transport.write(action.data)  # type: ignore[union-attr]
             elif kind is Deliver:
-                instance = action.cycle.handle
+                instance = self.instances.get(action.cycle)
                 if instance is not None:
                     instance.deliver(action.message)
             elif kind is StartApp:
@@ -311,8 +208,8 @@ class ConnectionProtocol(asyncio.Protocol):
         state.total_requests += 1
         if state.trusted is not None:
             apply_proxy_headers(scope, state.trusted)
-        instance = AppInstance(self, self.machine, cycle, scope)
-        self.instances.add(instance)
+        instance = AppInstance(self, self.machine, cycle, scope, state.instance_settings)
+        self.instances[cycle] = instance
         state.instances.add(instance)
         if self.depth > 1:
             instance.start(eager=False)  # started from inside an app's send(): no nesting
@@ -325,11 +222,11 @@ class ConnectionProtocol(asyncio.Protocol):
         actions = instance.machine.app_returned(instance.cycle, exc)
         if actions:
             self.run(actions)
-        instance.cycle.handle = None  # break the cycle <-> instance reference loop
-        self.instances.discard(instance)
+        self.instances.pop(instance.cycle, None)
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
-            self._access(instance)
+            accepted, code = instance.machine.access_facts()
+            access_line(instance.scope, instance.status, instance.started, code, accepted)
 
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config
@@ -389,38 +286,6 @@ class ConnectionProtocol(asyncio.Protocol):
             if held:
                 error_log.warning("(%d similar warnings were not logged)", held)
         error_log.log(level, "%s", action.message, exc_info=action.exc)
-
-    def _access(self, instance: AppInstance) -> None:
-        scope = instance.scope
-        client = scope.get("client")
-        who = peer(client) or "-"
-        took = (time.monotonic() - instance.started) * 1000
-        if scope["type"] == "http":
-            query = scope["query_string"]
-            path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-            access_log.info(
-                '%s - "%s %s HTTP/%s" %s %.1fms',
-                who,
-                scope["method"],
-                path,
-                scope["http_version"],
-                instance.status if instance.status is not None else "-",
-                took,
-                extra={"status_code": instance.status},
-            )
-        else:
-            machine = instance.machine
-            code = machine.disconnect_code or machine.close_code or "-"
-            verb = "WebSocket accepted" if machine.accepted else "WebSocket rejected"
-            access_log.info(
-                '%s - "%s %s" closed %s %.1fms',
-                who,
-                verb,
-                scope["path"],
-                code,
-                took,
-                extra={"status_code": 101 if machine.accepted else 403},
-            )
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterator
 from ..config import Config
 from ..errors import StartupError
 from ..types import ASGIApp
-from .connection import ConnectionProtocol, ServerState
+from .connection import ConnectionProtocol
 from .lifespan import Lifespan
+from .state import ServerState
 from .tasks import CANCEL_GRACE, close_loop
 from .tls import ssl_context
 

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channelserver.config import Config
-from channelserver.server.connection import ConnectionProtocol, ServerState
+from channelserver.server.connection import ConnectionProtocol
+from channelserver.server.state import ServerState
 
 CLIENT = ("127.0.0.1", 53122)
 SERVER = ("127.0.0.1", 8000)

@@ -32,7 +32,8 @@ from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from channelserver.config import Config
-from channelserver.server.connection import ConnectionProtocol, ServerState
+from channelserver.server.connection import ConnectionProtocol
+from channelserver.server.state import ServerState
 from channelserver.server.tasks import CANCEL_GRACE, EAGER, abandon, close_loop, start_task
 
 from .fakes import MockTransport

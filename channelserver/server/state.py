@@ -1,0 +1,128 @@
+"""What every connection of one server shares: its settings, the app, the open
+connections and app instances, the drain event, the server's own response headers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from ..config import Config
+from ..protocol.proxy import TrustedProxies
+from ..types import ASGIApp
+from .app import AppInstance, InstanceSettings
+from .drain import DRAIN_EXTENSION, ConnectionDrain
+from .log import ACCESS, RateLimit
+
+__all__ = ["Connection", "ServerState"]
+
+access_log = logging.getLogger(ACCESS)
+
+
+class Connection(Protocol):
+    """What the server does with each open connection while it shuts down."""
+
+    #: The drain of a WebSocket connection; None for HTTP.
+    ws_drain: ConnectionDrain | None
+
+    def shutdown(self) -> None: ...
+
+    def force_shutdown(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.app_name = getattr(app, "__qualname__", None) or type(app).__qualname__
+        self.loop = loop
+        #: What every app instance starts from, a fresh copy each: the context the server
+        #: was started in, never an app's (a pipelined request is started from inside the
+        #: previous request's Task, whose context variables it must not see).
+        self.context = contextvars.copy_context()
+        self.connections: set[Connection] = set()
+        self.instances: set[AppInstance] = set()
+        self.lifespan_state: dict[str, Any] | None = None
+        self.total_requests = 0
+        #: Set when the connection count falls to zero during a shutdown.
+        self.all_closed: asyncio.Event | None = None
+        self.no_instances: asyncio.Event | None = None
+        self.access_log_enabled = config.access_log and access_log.isEnabledFor(logging.INFO)
+        #: What each app instance is given, the same for all.
+        self.instance_settings = InstanceSettings(
+            app=app,
+            app_name=self.app_name,
+            context=self.context,
+            read_high_water=256 * 1024,
+            read_low_water=64 * 1024,
+            queue_high_water=config.ws_max_queue,
+            app_close_timeout=config.app_close_timeout,
+            timed=self.access_log_enabled,
+        )
+        self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.warnings = RateLimit(per=10.0, most=20)
+        self.shutting_down = False
+        #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
+        self.drain_started = asyncio.Event()
+        self.http_extensions = {DRAIN_EXTENSION: {"started": self.drain_started}}
+        self.on_request: Callable[[], None] | None = None
+        self.heads_to_flush: list[AppInstance] = []
+        self._date_second = -1
+        self._head_bytes = b""
+        self._header_pairs: list[tuple[bytes, bytes]] = []
+
+    def flush_head_soon(self, instance: AppInstance) -> None:
+        """Flush ``instance``'s held-back response head on the next loop turn unless a body
+        part took it first; one callback per loop turn serves every connection."""
+        if not self.heads_to_flush:
+            self.loop.call_soon(self._flush_heads)
+        self.heads_to_flush.append(instance)
+
+    def _flush_heads(self) -> None:
+        instances, self.heads_to_flush = self.heads_to_flush, []
+        for instance in instances:
+            instance.flush_head()
+
+    def http_extensions_for_request(self) -> dict[str, Any]:
+        return dict(self.http_extensions)
+
+    def _refresh_headers(self) -> None:
+        """The server's own response headers (server, date), as pairs and serialized; the
+        date is computed once per second."""
+        now = int(time.time())
+        if now == self._date_second:
+            return
+        self._date_second = now
+        pairs = [(b"server", b"channelserver")] if self.config.server_header else []
+        if self.config.date_header:
+            pairs.append((b"date", formatdate(now, usegmt=True).encode()))
+        self._header_pairs = pairs
+        self._head_bytes = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
+
+    def default_headers(self) -> bytes:
+        """Serialized, for the HTTP machine to splice into a response head."""
+        self._refresh_headers()
+        return self._head_bytes
+
+    def default_header_list(self) -> list[tuple[bytes, bytes]]:
+        """As pairs, for wsproto's handshake responses."""
+        self._refresh_headers()
+        return self._header_pairs
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self.all_closed is not None:
+            self.all_closed.set()
+
+    def instance_finished(self, instance: AppInstance) -> None:
+        self.instances.discard(instance)
+        if not self.instances and self.no_instances is not None:
+            self.no_instances.set()
