@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -468,6 +469,7 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
             if value is not None:
                 out.append(f"  channelserver / {other:<26} {UNITS[workload]:<14} {value:5.2f}x")
     out.extend(decomposition(cells))
+    out.extend(before_after(results))
     shares = []
     for name in results["servers"]:
         parts = [
@@ -490,6 +492,42 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
         f"load average {results['loadavg_before'][0]:.1f} before, {results['loadavg_after'][0]:.1f} after"
     )
     return "\n".join(out), met
+
+
+#: Marks the name of a server run from the ``--baseline`` revision: ``channelserver@base``.
+BASELINE_MARK = "@base"
+
+
+def add_baseline(names: list[str], rev: str) -> list[str]:
+    """Each channelserver server of ``names`` followed by the same server as of ``rev``,
+    so the two are measured in the same run, interleaved."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        if name.startswith("channelserver"):
+            spec = SERVERS[name]
+            base = name + BASELINE_MARK
+            SERVERS[base] = dataclasses.replace(spec, name=base, label=f"{spec.label} @ {rev}")
+            out.append(base)
+    return out
+
+
+def before_after(results: dict[str, Any]) -> list[str]:
+    """Server CPU per operation of the working tree over the ``--baseline`` revision's."""
+    if not results.get("baseline"):
+        return []
+    cells: dict[str, dict[str, dict[str, Any]]] = results["summary"]
+    lines = ["", f"this tree / baseline {results['baseline']} (server CPU per operation; over 1.05 is 5% slower):"]
+    for name in results["servers"]:
+        base = cells.get(name + BASELINE_MARK)
+        if base is None:
+            continue
+        for workload in results["workloads"]:
+            value = ratio(cells.get(name, {}).get(workload), base.get(workload))
+            if value is not None:
+                flag = "" if value <= 1.05 else "  SLOWER"
+                lines.append(f"  {name:<24} {UNITS[workload]:<14} {value:5.2f}x{flag}")
+    return lines
 
 
 # -- the whole run -------------------------------------------------------------------------
@@ -546,7 +584,10 @@ def benchmark(args: argparse.Namespace) -> int:
     try:
         for name in names:
             say(f"starting {name}")
-            servers[name] = Server(SERVERS[name], source=args.source if name.startswith("channelserver") else None)
+            source = args.source if name.startswith("channelserver") else None
+            if BASELINE_MARK in name:
+                source = args.baseline_source
+            servers[name] = Server(SERVERS[name], source=source)
         say("warm-up round")
         for workload in workloads:
             for server in servers.values():
@@ -602,6 +643,7 @@ def benchmark(args: argparse.Namespace) -> int:
             "versions": versions(),
         },
         "channelserver_source": revision(args.rev),
+        "baseline": revision(args.baseline) if args.baseline else None,
         "loadavg_before": loadavg_before,
         "loadavg_after": os.getloadavg(),
         "plan": {"reps": reps, "seconds": seconds, "connections": connections, "warmup_ops": plan.warmup_ops},
@@ -753,6 +795,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="What a cell reports of its repetitions: the median (default) or the least disturbed one.",
     )
     parser.add_argument("--rev", help="Serve channelserver as of this git revision (default: the working tree).")
+    parser.add_argument(
+        "--baseline",
+        help="Also serve each channelserver server as of this git revision, in the same run, "
+        "and report this tree's CPU per operation over it.",
+    )
     parser.add_argument("--check", action="store_true", help="Exit 1 when a target ratio is missed.")
     parser.add_argument("--profile", choices=WORKLOADS, help="Profile channelserver on this workload instead.")
     parser.add_argument("--profile-server", choices=["channelserver", "channelserver-asyncio"], default="channelserver")
@@ -769,7 +816,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with source_tree(args.rev) as args.source:
+    if args.baseline:
+        args.servers = add_baseline(args.servers, args.baseline)
+    with source_tree(args.rev) as args.source, source_tree(args.baseline) as args.baseline_source:
         if args.profile:
             return profile(args)
         return benchmark(args)
