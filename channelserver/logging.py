@@ -20,9 +20,18 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from django.apps import apps
+from django.conf import settings
 from django.core.management.color import Style, color_style, no_style
 
-__all__ = ["LOGGER_NAMES", "AccessFormatter", "ErrorFormatter", "configure_console_logging", "project_configures"]
+__all__ = [
+    "LOGGER_NAMES",
+    "AccessFormatter",
+    "ErrorFormatter",
+    "configure_console_logging",
+    "console_logging",
+    "project_configures",
+]
 
 LOGGER_NAMES = ("channelserver", "channelserver.access", "channelserver.error")
 TIME_FORMAT = "%d/%b/%Y %H:%M:%S"
@@ -135,3 +144,27 @@ def configure_console_logging(
     root.disabled = False
     root.setLevel(level.upper())
     return True
+
+
+def console_logging(level: str, *, level_given: bool, no_color: bool, force_color: bool) -> None:
+    """``runchannelserver``'s logging: the console handlers above, or the project's
+    ``LOGGING`` when it names the server's loggers.
+
+    The command calls it in its own process, where Django is set up. With ``--workers``
+    the supervisor calls it (a :func:`functools.partial` of the command's options) in each
+    spawned worker before the worker imports the application: Django is set up first there
+    too, so ``settings.LOGGING`` applies before the handlers, in the same order as in the
+    parent, and the workers' lines look like the parent's.
+    """
+    if not apps.ready:
+        import django
+
+        django.setup(set_prefix=False)
+    configure_console_logging(
+        logging_setting=getattr(settings, "LOGGING", None),
+        level=level,
+        level_given=level_given,
+        stream=sys.stderr,
+        no_color=no_color,
+        force_color=force_color,
+    )

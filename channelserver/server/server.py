@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 from ..config import Config
@@ -285,6 +286,50 @@ def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator
         for sig in installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+class ThreadStop:
+    """Stops a :func:`run` going on in another thread (``runchannelserver`` under Django's
+    reloader): at once when the server listens, else as soon as it does, so a stop asked
+    for during a slow lifespan startup is kept, not lost. Pass :meth:`ready` as (or call it
+    from) ``on_ready``, and call :meth:`finished` when ``run()`` returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False
+        self.done = threading.Event()
+
+    def starting(self) -> None:
+        self.done.clear()
+
+    def ready(self, server: Server) -> None:
+        with self._lock:
+            self._server, self._loop = server, asyncio.get_running_loop()
+            pending = self._pending
+        if pending:
+            server.handle_exit(signal.SIGTERM)
+
+    def finished(self) -> None:
+        with self._lock:
+            self._server = self._loop = None
+        self.done.set()
+
+    def stop(self, timeout: float) -> None:
+        """Ask the server to shut down (now, or once it listens); wait up to ``timeout``."""
+        if self.done.is_set():
+            return
+        with self._lock:
+            server, loop = self._server, self._loop
+            if server is None or loop is None:
+                self._pending = True
+        if server is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(server.handle_exit, signal.SIGTERM)
+            except RuntimeError:  # the loop has just closed
+                return
+        self.done.wait(timeout)
 
 
 def run(

@@ -20,12 +20,10 @@ that process when a file changes. Two things make the restart kind to clients:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
 import re
-import signal
 import socket
 import sys
 import threading
@@ -48,35 +46,10 @@ from channelserver.django_config import (
     settings_values,
 )
 from channelserver.errors import ConfigError, StartupError
+from channelserver.logging import console_logging
 
 #: The listening socket a reloader child inherits from its parent (a file descriptor).
 SOCKET_FD_ENV = "CHANNELSERVER_RELOADER_FD"
-
-
-def console_logging(level: str, *, level_given: bool, no_color: bool, force_color: bool) -> None:
-    """The command's console logging (:mod:`channelserver.logging`), or the project's
-    ``LOGGING`` when it names the server's loggers.
-
-    In the command's process Django is already set up. With ``--workers`` the Supervisor
-    calls it (a :func:`functools.partial` of the command's options) in each spawned
-    worker, before the worker imports the application: Django is set up first there too,
-    so ``settings.LOGGING`` is applied before the handlers are installed, in the same order
-    as in the parent, and the workers' lines look like the parent's.
-    """
-    from channelserver.logging import configure_console_logging
-
-    if not apps.ready:
-        import django
-
-        django.setup(set_prefix=False)
-    configure_console_logging(
-        logging_setting=getattr(settings, "LOGGING", None),
-        level=level,
-        level_given=level_given,
-        stream=sys.stderr,
-        no_color=no_color,
-        force_color=force_color,
-    )
 
 
 class Command(BaseCommand):
@@ -91,7 +64,6 @@ class Command(BaseCommand):
     default_addr = "127.0.0.1"
     default_addr_ipv6 = "::1"
     default_port = "8000"
-    protocol = "http"
     #: How long a code change waits for the server to close its connections (WebSockets
     #: with 1012) before the process restarts.
     reload_grace = 3.0
@@ -101,14 +73,11 @@ class Command(BaseCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from channelserver.server.server import ThreadStop
+
         self.config: Config | None = None
-        self._server: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped = threading.Event()
-        #: A stop asked for before the server was listening (a file changed during lifespan
-        #: startup): ready() honours it. Guarded by _lock, with _server and _loop.
-        self._stop_pending = False
-        self._lock = threading.Lock()
+        #: Stops the server from the reloader's thread (a file changed, Ctrl+C).
+        self.stopper = ThreadStop()
         self._reloader_socket: socket.socket | None = None
         self._reloader_watching = threading.Event()
 
@@ -332,13 +301,10 @@ class Command(BaseCommand):
     # -- banner --------------------------------------------------------------------------
     def describe(self, sock: socket.socket) -> str:
         """The URL the socket serves, with the port it is really bound to."""
-        name = sock.getsockname()
-        if sock.family == getattr(socket, "AF_UNIX", None):
-            return f"unix:{name}"
-        host, port = name[0], name[1]
-        shown = f"[{host}]" if ":" in host else host
-        scheme = "https" if self.config is not None and getattr(self.config, "ssl_certfile", None) else self.protocol
-        return f"{scheme}://{shown}:{port}/"
+        from channelserver.server.server import describe_socket
+
+        url = describe_socket(sock, tls=bool(self.config is not None and self.config.ssl_certfile))
+        return url if url.startswith("unix:") else url + "/"
 
     def print_banner(self, where: list[str], workers: int = 1) -> None:
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
@@ -358,14 +324,10 @@ class Command(BaseCommand):
         from channelserver.server.server import run
 
         def ready(server: Any) -> None:
-            with self._lock:
-                self._server, self._loop = server, asyncio.get_running_loop()
-                stop = self._stop_pending
             self.print_banner([self.describe(sock)])
-            if stop:
-                server.handle_exit(signal.SIGTERM)
+            self.stopper.ready(server)
 
-        self._stopped.clear()
+        self.stopper.starting()
         if reloading:
             autoreload.file_changed.connect(self.on_file_changed, dispatch_uid="channelserver.runchannelserver")
         try:
@@ -374,9 +336,7 @@ class Command(BaseCommand):
         except StartupError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            with self._lock:
-                self._server = self._loop = None
-            self._stopped.set()
+            self.stopper.finished()
         if options.get("shutdown_message"):
             self.stdout.write(options["shutdown_message"])
 
@@ -389,18 +349,7 @@ class Command(BaseCommand):
     def stop_server(self, timeout: float) -> None:
         """Ask the server (running in another thread) to shut down, now or as soon as it
         listens; wait up to ``timeout``."""
-        if self._stopped.is_set():
-            return
-        with self._lock:
-            server, loop = self._server, self._loop
-            if server is None or loop is None:
-                self._stop_pending = True
-        if server is not None and loop is not None:
-            try:
-                loop.call_soon_threadsafe(server.handle_exit, signal.SIGTERM)
-            except RuntimeError:  # the loop has just closed
-                return
-        self._stopped.wait(timeout)
+        self.stopper.stop(timeout)
 
     def run_workers(self, config: Config, sock: socket.socket, static: bool, **options: Any) -> None:
         """``--workers N`` / ``--max-requests``: the supervisor, as ``python -m channelserver``
