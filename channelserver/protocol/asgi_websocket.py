@@ -45,7 +45,7 @@ import enum
 from typing import Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
-from .table import Table, misuse
+from .table import Table, bad_field, check_headers, misuse
 
 __all__ = [
     "APP_FAILED",
@@ -173,3 +173,51 @@ class WebSocketCycle:
         self.peer_gone = True
         self.event(PEER_GONE)
         return True
+
+    # -- the fields of the app's messages, checked before the move is made -------------
+    def accept_fields(self, message: Any, offered: list[str]) -> tuple[str | None, list[tuple[bytes, bytes]]]:
+        """``websocket.accept``: (subprotocol, headers). The subprotocol must be one the
+        client offered."""
+        where = self.where
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and not isinstance(subprotocol, str):
+            raise bad_field("websocket.accept", "subprotocol", "a str or None", subprotocol, where)
+        if subprotocol is not None and subprotocol not in offered:
+            raise ASGIProtocolError(
+                f"websocket.accept 'subprotocol' {subprotocol!r} was not offered by the client "
+                f"(offered: {', '.join(offered) or 'none'}) ({where})"
+            )
+        return subprotocol, check_headers("websocket.accept", message.get("headers", ()), self)
+
+    def close_fields(self, message: Any) -> tuple[int, str]:
+        """``websocket.close`` after the accept: (code, reason), as a close frame can carry them."""
+        code = message.get("code", 1000)
+        if code is None:
+            code = 1000
+        elif type(code) is not int or not (1000 <= code <= 4999) or code in (1004, 1005, 1006, 1015):
+            raise bad_field(
+                "websocket.close", "code", "a valid close code (1000-4999, not 1005/1006/1015)", code, self.where
+            )
+        reason = message.get("reason") or ""
+        if not isinstance(reason, str):
+            raise bad_field("websocket.close", "reason", "a str", reason, self.where)
+        if len(reason.encode()) > 123:
+            raise ASGIProtocolError(
+                f"websocket.close 'reason' is {len(reason.encode())} bytes; a close frame holds at most 123 ({self.where})"
+            )
+        return code, reason
+
+    def denial_start_fields(self, message: Any) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """``websocket.http.response.start``: (status, headers) of the denial response."""
+        mtype = "websocket.http.response.start"
+        status = message.get("status")
+        if type(status) is not int or not 200 <= status <= 999:
+            raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, self.where)
+        return status, check_headers(mtype, message.get("headers", ()), self)
+
+    def denial_body(self, message: Any) -> bytes:
+        """``websocket.http.response.body``: its body."""
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray)):
+            raise bad_field("websocket.http.response.body", "body", "bytes", body, self.where)
+        return bytes(body)

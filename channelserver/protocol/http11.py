@@ -28,9 +28,7 @@ Rules kept here:
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -48,9 +46,10 @@ from .events import (
     Upgrade,
     Write,
 )
+from .headcheck import HeadCheck, error_class
 from .machine import Machine
-from .request import REQUEST_LINE, Head, read_head, read_plain_head
-from .response import BodyWriter, ResponseError, write_head
+from .request import Head, read_head, read_plain_head
+from .response import PHRASES, REASONS, BodyWriter, ResponseError, plain_response, write_head
 from .scope import http_scope, peer
 
 __all__ = ["HTTPConnection"]
@@ -59,48 +58,6 @@ KEEP_ALIVE = "keep_alive"
 BODY = "body_read"
 
 _DISCONNECT = {"type": "http.disconnect"}
-
-#: What no request head h11 reads can hold: a CR not followed by LF (no line ends there,
-#: and h11 waits for one), or a control character, which h11's grammar lets through in
-#: header values (RFC 9110 section 5.5 does not: visible characters, obs-text, spaces and
-#: tabs) and refuses anywhere else.
-#: (Two searches: one with both alternatives would cost twice as much.)
-_BARE_CR = re.compile(rb"\r[^\n]").search
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
-
-OBS_FOLD = "obsolete line folding in headers"
-BARE_CR = "CR without LF in request head"
-CONTROL = "control character in request head"
-#: What the answer to a request that could not be read says of the error: its class, from
-#: h11's messages and ours. Several of those messages go on to quote the request bytes that
-#: broke the rule; the quote goes to the log line only, never back to the client. Any other
-#: message is answered as "malformed request".
-ERROR_CLASSES = (
-    "illegal request line",
-    "illegal header line",
-    "illegal chunk header",
-    "malformed chunk footer",
-    "no request line received",
-    "continuation line at start of headers",
-    "Missing mandatory Host: header",
-    "Found multiple Host: headers",
-    "bad Content-Length",
-    "conflicting Content-Length headers",
-    "multiple Transfer-Encoding headers",
-    "Only Transfer-Encoding: chunked is supported",
-    "Receive buffer too long",
-    OBS_FOLD,
-    BARE_CR,
-    CONTROL,
-)
-
-
-def error_class(message: str) -> str:
-    """The class of a request error, without the request bytes the message may quote."""
-    for name in ERROR_CLASSES:
-        if message.startswith(name):
-            return name
-    return "malformed request"
 
 
 class Phase(enum.Enum):
@@ -136,17 +93,6 @@ _READING = frozenset({Phase.BODY, Phase.BODY_RESPONDING})
 _RESPONDING = frozenset({Phase.BODY_RESPONDING, Phase.RESPONDING})
 _READ = frozenset({Phase.HANDLING, Phase.RESPONDING})
 
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
-_REASONS = {status: phrase.encode() for status, phrase in _PHRASES.items()}
-
-
-def plain_response(status: int, text: str) -> bytes:
-    """A short text answer from the server itself; the connection closes after it."""
-    body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    head, _, _ = write_head(status, _REASONS.get(status, b""), headers, method=b"GET", http10=False, keep_alive=False)
-    return head + body
-
 
 class HTTPConnection(Machine):
     """The HTTP/1.1 side of one TCP connection."""
@@ -175,10 +121,8 @@ class HTTPConnection(Machine):
         #: read_plain_head reads plain request heads (off only to compare with h11 alone).
         self.fast_heads = fast_heads
         self.max_incomplete_event_size = max_incomplete_event_size
-        #: The last bytes of a request head still arriving, and whether its first line was
-        #: checked (see _head_error).
-        self.head_tail = b""
-        self.line_read = False
+        #: What refuses a head before h11 reads it (see headcheck.py).
+        self.head_check = HeadCheck()
         self.client = client
         self.server = server
         self.client_text = peer(client) or "unknown client"
@@ -226,78 +170,12 @@ class HTTPConnection(Machine):
                     actions: list[Action] = []
                     self._request(head, actions)
                     return actions
-            error = self._head_error(data)
+            error = self.head_check.error(data, None if self.h11_unfed else self.h11)
             if error is not None:
                 return self._bad_request(error, [])
         self.h11_unfed = False
         self.h11.receive_data(data)
         return self._next_events([])
-
-    def _head_error(self, data: bytes) -> h11.RemoteProtocolError | None:
-        """What makes the request head that ``data`` starts or goes on with one that is
-        refused before h11 reads it, as soon as the bytes say so:
-
-        - obsolete line folding (RFC 9112 section 5.2): h11 would unfold it;
-        - a control character (but tab): h11 lets them through in header values, to the app.
-
-        And, while the head is not complete (h11 waits for its end, so a client that sends
-        no more would wait for a timeout), what can never become a head h11 reads:
-
-        - a CR that is not the first half of a CRLF, as in a head with CR-only line ends;
-        - a first line that is not a request line, as an HTTP/0.9 ``GET /``.
-
-        A head still arriving, split anywhere, passes: a CR at the end of a read may be
-        followed by its LF. The last bytes of a head not yet complete are kept to find what
-        is split across reads. Only the head is searched (up to its first empty line, as h11
-        ends it): a scan of a large body after it would cost more than the head."""
-        probe = self.head_tail + data if self.head_tail else data
-        # The head ends at its first empty line, as h11 ends it: LF, then LF or CRLF.
-        end = probe.find(b"\n\r\n")
-        lf = probe.find(b"\n\n", 0, end + 2 if end >= 0 else len(probe))
-        if lf >= 0:
-            end = lf - 1
-        if end < 0:
-            head = probe
-            self.head_tail = probe[-3:]
-        else:
-            head = probe[: end + 3]  # never the body after it, which may be large
-            self.head_tail = b""
-        if b"\n " in head or b"\n\t" in head:  # after CRLF or a bare LF, as h11 splits lines
-            return h11.RemoteProtocolError(OBS_FOLD, error_status_hint=400)
-        refused = _CONTROL(head)
-        if refused is None and end < 0:
-            refused = _BARE_CR(head)
-            if refused is None and not self.line_read:
-                return self._request_line_error(data)
-        if refused is None:
-            return None
-        at = refused.start()
-        start = head.rfind(b"\n", 0, at) + 1
-        stop = head.find(b"\n", at)
-        line = head[start : stop if stop >= 0 else len(head)]  # for the log line
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        line = line[:200]
-        what = BARE_CR if head[at] == 13 else CONTROL
-        return h11.RemoteProtocolError(f"{what}: {line!r}", error_status_hint=400)
-
-    def _request_line_error(self, data: bytes) -> h11.RemoteProtocolError | None:
-        """The first line of a head not yet complete, once it ends in ``data``, must be a
-        request line."""
-        newline = data.find(b"\n")
-        if newline < 0:
-            return None
-        self.line_read = True
-        line = data[:newline]
-        buffered = self.h11.trailing_data[0] if not self.h11_unfed else b""
-        if buffered:  # the line began in an earlier read, which h11 holds
-            line = buffered + line
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        # An empty line is h11's to refuse ("no request line received"), at once.
-        if line and REQUEST_LINE(line) is None:
-            return h11.RemoteProtocolError(f"illegal request line: {line!r}", error_status_hint=400)
-        return None
 
     def eof(self) -> list[Action]:
         """The peer closed its side or the transport was lost."""
@@ -442,7 +320,7 @@ class HTTPConnection(Machine):
         instead, and its request is answered with ``connection: close``."""
         self.draining = True
         if self.phase is Phase.IDLE:
-            if self.requests_started and not self.h11.trailing_data[0] and not self.head_tail:
+            if self.requests_started and not self.h11.trailing_data[0] and not self.head_check.tail:
                 return self._close()
             return [SetTimer(KEEP_ALIVE, min(self.keep_alive_timeout, 1.0))]
         return []
@@ -464,7 +342,7 @@ class HTTPConnection(Machine):
         try:
             head, self.writer, self.keep_alive = write_head(
                 status,
-                _REASONS.get(status, b""),
+                REASONS.get(status, b""),
                 headers,
                 method=self.method,
                 http10=self.http10,
@@ -493,7 +371,8 @@ class HTTPConnection(Machine):
             self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
             self.h11_unfed = not (trailing or closed)
             if trailing or closed:
-                error = self._head_error(bytes(trailing)) if trailing else None  # a pipelined request's head
+                # a pipelined request's head (the new h11 connection has not been fed)
+                error = self.head_check.error(bytes(trailing), None) if trailing else None
                 if error is not None:
                     self._bad_request(error, actions)
                     return
@@ -520,7 +399,7 @@ class HTTPConnection(Machine):
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
         if self.phase not in _RESPONDING:  # no response written yet
-            text = f"{_PHRASES.get(status, 'Error')}: {error_class(reason)}\n"
+            text = f"{PHRASES.get(status, 'Error')}: {error_class(reason)}\n"
             actions.append(Write(self._error_bytes(status, text)))
         self.cycle = None
         actions.extend(self._close())
@@ -574,8 +453,7 @@ class HTTPConnection(Machine):
         """A request head was read (by h11, ``request``, or by read_plain_head): start its
         cycle and app. True if its body is to be read next."""
         # A head was read: the head checks start afresh with the next one.
-        self.head_tail = b""
-        self.line_read = False
+        self.head_check.reset()
         refusal = self._refuse_request(head)
         if refusal is not None:
             self._refuse(*refusal, actions)
@@ -636,7 +514,7 @@ class HTTPConnection(Machine):
 
     def _refuse(self, status: int, why: str, actions: list[Action]) -> list[Action]:
         actions.append(Log("warning", f"Refused request from {self.client_text}: {why} (answered {status})"))
-        actions.append(Write(self._error_bytes(status, f"{_PHRASES[status]}: {why}\n")))
+        actions.append(Write(self._error_bytes(status, f"{PHRASES[status]}: {why}\n")))
         actions.extend(self._close())
         return actions
 

@@ -14,7 +14,7 @@ returns ``None`` for anything else, which then goes to h11 as it always did:
   h11's to read; ``upgrade``: a WebSocket handshake is handed over with h11's event;
 - a missing (HTTP/1.1) or repeated ``host``: h11's error answers it;
 - a control character in a header value: h11's grammar lets it through; the connection
-  refuses the head before h11 reads it (``HTTPConnection._head_error``), so no app ever
+  refuses the head before h11 reads it (``headcheck.HeadCheck``), so no app ever
   sees one.
 
 A plain head has no body, so the request ends with it: ``expect: 100-continue`` asks for

@@ -23,8 +23,9 @@ the ASGI error naming the message.
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 
-__all__ = ["BodyWriter", "ResponseError", "write_head"]
+__all__ = ["PHRASES", "REASONS", "BodyWriter", "ResponseError", "plain_response", "write_head"]
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
@@ -221,3 +222,16 @@ def write_head(
     if bodiless or method == b"HEAD":
         return head, BodyWriter(0, False) if method != b"HEAD" else None, keep_alive
     return head, BodyWriter(int(content_length) if content_length is not None else None, chunked), keep_alive
+
+
+#: Reason phrases by status, as text and as the bytes of a status line.
+PHRASES = {status.value: status.phrase for status in HTTPStatus}
+REASONS = {status: phrase.encode() for status, phrase in PHRASES.items()}
+
+
+def plain_response(status: int, text: str) -> bytes:
+    """A short text answer from the server itself; the connection closes after it."""
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    head, _, _ = write_head(status, REASONS.get(status, b""), headers, method=b"GET", http10=False, keep_alive=False)
+    return head + body

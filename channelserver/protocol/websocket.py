@@ -64,7 +64,7 @@ from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer,
 from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .machine import Machine
 from .scope import peer, websocket_scope
-from .table import bad_field, check_headers
+from .table import bad_field
 
 __all__ = ["WebSocketConnection"]
 
@@ -274,16 +274,15 @@ class WebSocketConnection(Machine):
         if result is None:
             return []
         mtype, old, new = result
-        where = cycle.where
         if mtype == "websocket.send":
             return self._send_message(message)
         if mtype == "websocket.accept":
-            subprotocol, headers = self._check_accept(message)
+            subprotocol, headers = cycle.accept_fields(message, self.offered_subprotocols)
             cycle.commit(new)
             return self._accept(subprotocol, headers)
         if mtype == "websocket.close":
             if old is State.CONNECTED:
-                code, reason = self._close_code(message), self._close_reason(message)
+                code, reason = cycle.close_fields(message)
                 cycle.commit(new)
                 return self._close(code, reason)
             cycle.commit(new)
@@ -291,25 +290,19 @@ class WebSocketConnection(Machine):
                 return self._reject(403, [], b"", more=False)
             return []
         if mtype == "websocket.http.response.start":
-            status = message.get("status")
-            if type(status) is not int or not 200 <= status <= 999:
-                raise bad_field(mtype, "status", "an int from 200 to 999, not 101", status, where)
-            headers = check_headers(mtype, message.get("headers", ()), self.cycle)
+            self._pending_denial = cycle.denial_start_fields(message)
             cycle.commit(new)
-            self._pending_denial = (status, headers)
             return []
         # websocket.http.response.body
-        body = message.get("body", b"")
-        if not isinstance(body, (bytes, bytearray)):
-            raise bad_field(mtype, "body", "bytes", body, where)
+        body = cycle.denial_body(message)
         cycle.commit(new)
         more = new is State.RESPONSE
         pending = self._pending_denial
         if pending is not None:
             self._pending_denial = None
             status, headers = pending
-            return self._reject(status, headers, bytes(body), more=more)
-        data = self.handshake.send(RejectData(data=bytes(body), body_finished=not more))
+            return self._reject(status, headers, body, more=more)
+        data = self.handshake.send(RejectData(data=body, body_finished=not more))
         actions: list[Action] = [Write(data)]
         if not more:
             self._finish_denial(actions)
@@ -423,18 +416,6 @@ class WebSocketConnection(Machine):
         return self.ws is not None, self.disconnect_code or self.close_code
 
     # -- internals -----------------------------------------------------------------------
-    def _check_accept(self, message: Any) -> tuple[str | None, list[tuple[bytes, bytes]]]:
-        where = self.cycle.where
-        subprotocol = message.get("subprotocol")
-        if subprotocol is not None and not isinstance(subprotocol, str):
-            raise bad_field("websocket.accept", "subprotocol", "a str or None", subprotocol, where)
-        if subprotocol is not None and subprotocol not in self.offered_subprotocols:
-            raise ASGIProtocolError(
-                f"websocket.accept 'subprotocol' {subprotocol!r} was not offered by the client "
-                f"(offered: {', '.join(self.offered_subprotocols) or 'none'}) ({where})"
-            )
-        return subprotocol, check_headers("websocket.accept", message.get("headers", ()), self.cycle)
-
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
         data = self.handshake.send(
@@ -510,26 +491,6 @@ class WebSocketConnection(Machine):
         if self.plain_frames:
             return [Write(plain_frame(BINARY, bytes(data)))]
         return [Write(ws.send(BytesMessage(data=bytes(data))))]
-
-    def _close_code(self, message: Any) -> int:
-        code = message.get("code", 1000)
-        if code is None:
-            return 1000
-        if type(code) is not int or not (1000 <= code <= 4999) or code in (1004, 1005, 1006, 1015):
-            raise bad_field(
-                "websocket.close", "code", "a valid close code (1000-4999, not 1005/1006/1015)", code, self.cycle.where
-            )
-        return code
-
-    def _close_reason(self, message: Any) -> str:
-        reason = message.get("reason") or ""
-        if not isinstance(reason, str):
-            raise bad_field("websocket.close", "reason", "a str", reason, self.cycle.where)
-        if len(reason.encode()) > 123:
-            raise ASGIProtocolError(
-                f"websocket.close 'reason' is {len(reason.encode())} bytes; a close frame holds at most 123 ({self.cycle.where})"
-            )
-        return reason
 
     def _close(self, code: int, reason: str) -> list[Action]:
         """Send our close frame; the peer answers or ``close_timeout`` drops the socket."""

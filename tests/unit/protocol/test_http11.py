@@ -17,7 +17,8 @@ import pytest
 from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.asgi_http import State
 from channelserver.protocol.events import CloseTransport, Deliver, Log, SetTimer, StartApp, Write
-from channelserver.protocol.http11 import KEEP_ALIVE, error_class
+from channelserver.protocol.headcheck import error_class
+from channelserver.protocol.http11 import KEEP_ALIVE
 
 from .helpers import CLIENT, SERVER, HTTPPair, read_responses, request_bytes
 
