@@ -99,6 +99,7 @@ class AppInstance:
         "host",
         "last",
         "machine",
+        "more_waiters",
         "queue",
         "queued_bytes",
         "scope",
@@ -119,7 +120,10 @@ class AppInstance:
         self.scope = scope
         self.queue: deque[dict[str, Any]] = deque()
         self.queued_bytes = 0
+        #: The future a receive() waits on; those of other tasks of the app waiting at the
+        #: same time (a disconnect watcher beside a reader) in more_waiters.
         self.waiter: asyncio.Future[None] | None = None
+        self.more_waiters: list[asyncio.Future[None]] | None = None
         self.last: dict[str, Any] | None = None
         self.failure: BaseException | None = None
         self.cancel_handle: asyncio.TimerHandle | None = None
@@ -161,11 +165,24 @@ class AppInstance:
             if actions:
                 self.host.run(actions)
             while not queue:
-                waiter = self.waiter = self.host.loop.create_future()
+                waiter = self.host.loop.create_future()
+                if self.waiter is None:
+                    self.waiter = waiter
+                else:  # another task of the app waits in receive() too: each is woken
+                    if self.more_waiters is None:
+                        self.more_waiters = []
+                    self.more_waiters.append(waiter)
                 try:
                     await waiter
                 finally:
-                    self.waiter = None
+                    if self.waiter is waiter:
+                        self.waiter = None
+                    else:
+                        self.more_waiters.remove(waiter)  # type: ignore[union-attr]
+                if not queue:
+                    last = self.last  # another receive() took the disconnect
+                    if last is not None and last["type"] in _DISCONNECTS:
+                        return last
         message = queue.popleft()
         self.last = message
         data = message.get("body") or message.get("bytes") or message.get("text")
@@ -233,19 +250,23 @@ class AppInstance:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.more_waiters:
+            for waiter in self.more_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def connection_gone(self) -> None:
         """The connection is gone: the app has ``app_close_timeout`` to return."""
         if self.finished or self.cancel_handle is not None:
             return
-        self.disconnected_at = time.monotonic()
+        self.disconnected_at = self.host.loop.time()
         self.cancel_handle = self.host.loop.call_later(self.settings.app_close_timeout, self.cancel_overdue)
 
     def cancel_overdue(self) -> None:
         """``app_close_timeout`` passed since the disconnect: cancel the Task, once."""
         if self.finished or self.task is None or self.cancelled_at is not None:
             return
-        self.cancelled_at = time.monotonic()
+        self.cancelled_at = self.host.loop.time()
         since = self.cancelled_at - (self.disconnected_at or self.cancelled_at)
         where, owner = awaiting(self.coro)
         error_log.warning(

@@ -248,12 +248,6 @@ def test_a_parked_receive_is_woken_by_the_peer_leaving() -> None:
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AppInstance keeps one waiter: a receive() parked in one task is orphaned when another "
-    "task's receive() parks (its future replaces the first in instance.waiter, and its finally "
-    "clears it), so deliver() never wakes the first, not even with the disconnect",
-)
 @pytest.mark.parametrize("other", ["cancelled probe", "second receiver"])
 def test_a_receive_parked_in_one_task_is_woken_whatever_another_task_s_receive_does(other: str) -> None:
     """Two tasks of one app may wait in ``receive()`` at once: a watcher for the
