@@ -86,6 +86,19 @@ class Host(Protocol):
 _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
 
 
+def disconnected_cause(exc: BaseException) -> ClientDisconnected | None:
+    """The ClientDisconnected that ``exc`` was raised from or while handling, if any (a few
+    links up its chain)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return None
+        if isinstance(seen, ClientDisconnected):
+            return seen
+    return None
+
+
 class AppInstance:
     __slots__ = (
         "cancel_handle",
@@ -311,7 +324,12 @@ class AppInstance:
             error_log.info("%s stopped: %s", self.describe(), e)
         except BaseException as e:
             exc = e
-            if e is not self.failure:
+            gone = disconnected_cause(e)
+            if gone is not None:
+                # A framework turned send()'s ClientDisconnected into its own exception
+                # (Starlette's ClientDisconnect): the client left, the app has no bug.
+                error_log.info("%s stopped: %s (raised as %s)", self.describe(), gone, type(e).__name__)
+            elif e is not self.failure:
                 error_log.error("Exception in %s", self.describe(), exc_info=e)
         finally:
             self.finished = True

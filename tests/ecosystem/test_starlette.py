@@ -3,6 +3,8 @@ over one keep-alive connection and a WebSocket route (``apps/starlette_app.py``)
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from websockets.sync.client import connect
 
@@ -41,3 +43,18 @@ def test_websocket_route(loop: str) -> None:
         for text in ("one", "two"):
             ws.send(text)
             assert ws.recv(timeout=10) == f"echo:{text}"
+
+
+def test_a_disconnect_wakes_every_task_waiting_in_receive(loop: str) -> None:
+    """A watcher task waits for ``http.disconnect`` while the response's generator probes
+    with ``Request.is_disconnected()``, a second ``receive()`` cancelled at once. The client
+    leaves after the first part: the watcher is woken with the disconnect at once, whatever
+    the probe's receive() did meanwhile."""
+    with serving("tests.ecosystem.apps.starlette_app:watch_app", "--loop", loop) as server:
+        with RawConnection(server.port) as conn:
+            conn.request("GET", "/watch")
+            assert conn.read_line().startswith(b"HTTP/1.1 200")
+            while b"first" not in conn.read_line():
+                pass
+            server.wait_for(re.compile(rb"probed while the watcher waits"), timeout=5)
+        server.wait_for(re.compile(rb"watcher saw http\.disconnect"), timeout=5)

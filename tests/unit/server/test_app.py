@@ -589,6 +589,43 @@ def test_how_the_app_ends_reaches_app_finished_exactly_once(caplog: pytest.LogCa
         ]
 
 
+class FrameworkDisconnect(Exception):
+    """As Starlette's ClientDisconnect: what a framework raises from send()'s OSError."""
+
+
+def test_a_framework_exception_raised_from_client_disconnected_is_a_stop_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client_left = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await client_left.wait()
+        try:
+            await send({"type": "http.response.body", "body": b"y", "more_body": True})
+        except OSError:
+            raise FrameworkDisconnect() from None  # Starlette drops the cause; the context stays
+
+    async def scenario() -> None:
+        instance, host, _ = new_instance(app)
+        instance.start(eager=False)
+        await turns()
+        host.pair.eof()
+        client_left.set()
+        await asyncio.wait_for(host.finished_event.wait(), 1.0)
+        assert isinstance(host.finished[0][1], FrameworkDisconnect)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        run(scenario())
+    assert records(caplog, logging.ERROR) == []
+    assert records(caplog, logging.INFO) == [
+        "app instance app for GET /path from 127.0.0.1:53122 stopped: "
+        "client disconnected (GET /path from 127.0.0.1:53122) (raised as FrameworkDisconnect)"
+    ]
+
+
 def test_an_app_returning_a_value_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> str:
         await send({"type": "http.response.start", "status": 204})
