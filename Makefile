@@ -10,12 +10,12 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick docs clean
+.PHONY: run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,demo,uvloop]'
+	$(BIN)/pip install --quiet -e '.[test,demo,uvloop,bench]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -75,6 +75,10 @@ test-py310: system-deps autobahn
 
 bench: venv
 	$(PY) bench/run.py
+
+# Only the Channels workloads (bench/djproject), each server pinned to one CPU.
+bench-channels: venv
+	$(PY) bench/run.py --workloads channels --pin
 
 bench-quick: venv
 	$(PY) bench/run.py --quick

@@ -7,9 +7,21 @@ once at import (client frames masked with a fixed key), and a minimal response p
 Every connection has one operation in flight: a request waits for its response, a
 WebSocket message for its echo. Loopback only.
 
-One run: connect, warm up, snapshot the server's CPU time (user + sys, psutil), run the
-timed phase until ``--max-ops`` operations or ``--seconds`` have passed, wait for the
-operations in flight, snapshot again, print one JSON line. ``bench/run.py`` runs it once
+The Channels workloads (served by ``bench.djproject.asgi:application``, see
+``bench/djproject/``) drive the same way where they can: ``dj-view`` is ``http`` against a
+Django view, ``ch-echo`` is ``ws`` against an ``AsyncWebsocketConsumer``. Two have drivers
+of their own: ``ch-connect`` (each client opens a WebSocket, reads the 101, sends a close
+frame, reads the server's close and its end of the TCP stream, then opens the next one;
+the client's socket is closed with a reset, so neither side piles up TIME_WAIT sockets) and
+``ch-fanout-mem``/``ch-fanout-redis`` (``--connections`` subscribers and one trigger
+connection; one trigger message makes the consumer ``group_send`` to all subscribers; an
+operation is one delivery to one subscriber, and the next trigger goes out once every
+subscriber has read its frame).
+
+One run: connect, warm up, snapshot the server's CPU time (user + sys of the process and
+its children, psutil: Granian serves from a child process), run the timed phase until
+``--max-ops`` operations or ``--seconds`` have passed, wait for the operations in flight,
+snapshot again, print one JSON line. ``bench/run.py`` runs it once
 per repetition; ``--profile-control`` brackets the timed phase with the requests that
 turn the profiler of ``bench/profiled.py`` on and off.
 """
@@ -18,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import selectors
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -37,16 +51,28 @@ HTTP_POST = (
 ) + b"p" * POST_SIZE
 HTTP_STREAM = b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 
-WS_HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+
+def ws_handshake(path: bytes) -> bytes:
+    return (
+        b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ) % path
+
+
+WS_HANDSHAKE = ws_handshake(b"/ws")
+CH_ECHO_HANDSHAKE = ws_handshake(b"/ws/echo")
+#: Per fan-out workload: the channel layer alias of ``bench/djproject/settings.py``.
+FANOUT_LAYERS = {"ch-fanout-mem": b"default", "ch-fanout-redis": b"redis"}
 WS_MESSAGE = "a small websocket echo message!!"
 MASK = b"\x37\xfa\x21\x3d"
 
 #: The request bytes of each HTTP workload.
-HTTP_REQUESTS = {"http": HTTP_GET, "post64k": HTTP_POST, "stream1m": HTTP_STREAM}
-WORKLOADS = ("http", "ws", "post64k", "stream1m")
+HTTP_REQUESTS = {"http": HTTP_GET, "post64k": HTTP_POST, "stream1m": HTTP_STREAM, "dj-view": HTTP_GET}
+#: Served by the raw app, ``bench.apps:app``.
+RAW_WORKLOADS = ("http", "ws", "post64k", "stream1m")
+#: Served by the Django + Channels project, ``bench.djproject.asgi:application``.
+CHANNELS_WORKLOADS = ("ch-connect", "ch-echo", "ch-fanout-mem", "ch-fanout-redis", "dj-view")
+WORKLOADS = RAW_WORKLOADS + CHANNELS_WORKLOADS
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -63,6 +89,7 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 WS_FRAME = client_frame(0x1, WS_MESSAGE.encode())
 #: The server's echo of :data:`WS_FRAME`: unmasked, same payload.
 WS_ECHO = bytes([0x81, len(WS_MESSAGE)]) + WS_MESSAGE.encode()
+WS_CLOSE = client_frame(0x8, (1000).to_bytes(2, "big"))
 
 
 class BenchError(RuntimeError):
@@ -122,10 +149,10 @@ class WSClient:
 
     __slots__ = ("buf", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, handshake: bytes = WS_HANDSHAKE) -> None:
         self.sock = sock
         self.buf = b""
-        sock.sendall(WS_HANDSHAKE)
+        sock.sendall(handshake)
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
@@ -236,37 +263,226 @@ def drive(clients: list[Any], max_ops: int, seconds: float) -> int:
     return completed
 
 
-def open_clients(port: int, workload: str, connections: int) -> list[Any]:
+class ConnectClient:
+    """``ch-connect``: one WebSocket per operation, opened and closed.
+
+    :meth:`start` connects and sends the handshake; :meth:`feed` takes the 101, answers it
+    with a close frame, takes the server's close frame and then its end of the stream
+    (``b""``), and returns 1. The socket closes with SO_LINGER 0 (a reset, after the server
+    already closed its side), so no TIME_WAIT socket is left on the client's side."""
+
+    __slots__ = ("buf", "port", "sock", "state")
+
+    HANDSHAKE, CLOSING, EOF = 0, 1, 2
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.buf = b""
+        self.state = self.HANDSHAKE
+        self.sock: socket.socket = None  # type: ignore[assignment]
+
+    def start(self) -> None:
+        self.sock = connect(self.port)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.state = self.HANDSHAKE
+        self.buf = b""
+        self.sock.sendall(CH_ECHO_HANDSHAKE)
+
+    def finish(self) -> None:
+        self.sock.close()
+
+    def feed(self, data: bytes) -> int:
+        if not data:
+            if self.state != self.EOF:
+                raise BenchError(f"the server closed the connection early (state {self.state})")
+            return 1
+        data = self.buf + data
+        if self.state == self.HANDSHAKE:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return 0
+            if data[9:12] != b"101":
+                raise BenchError(f"handshake refused: {data[:300]!r}")
+            data = data[end + 4 :]
+            self.state = self.CLOSING
+            self.sock.sendall(WS_CLOSE)
+        if self.state == self.CLOSING:
+            while len(data) >= 2:
+                size = data[1] & 0x7F
+                if size >= 126:
+                    raise BenchError(f"unexpected frame from the server: {data[:20]!r}")
+                if len(data) < 2 + size:
+                    break
+                opcode = data[0] & 0x0F
+                data = data[2 + size :]
+                if opcode == 0x8:
+                    self.state = self.EOF
+                    break
+        self.buf = data
+        return 0
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def drive_connect(clients: list[ConnectClient], max_ops: int, seconds: float) -> int:
+    """:func:`drive` for :class:`ConnectClient`, whose socket is new for each operation."""
+    monotonic = time.monotonic
+    deadline = monotonic() + seconds
+    hard_deadline = deadline + 60.0
+    sel = selectors.DefaultSelector()
+    started = completed = 0
+    in_flight: set[ConnectClient] = set()
+    try:
+        for client in clients[:max_ops]:
+            client.start()
+            sel.register(client.sock, selectors.EVENT_READ, client)
+            in_flight.add(client)
+            started += 1
+        more = started < max_ops
+        while in_flight:
+            events = sel.select(5.0)
+            if not events and monotonic() > hard_deadline:
+                raise BenchError(f"{len(in_flight)} connections still open after {seconds + 60:.0f}s")
+            for key, _ in events:
+                client = key.data
+                if not client.feed(client.sock.recv(65536)):
+                    continue
+                sel.unregister(client.sock)
+                client.finish()
+                completed += 1
+                if more and (started >= max_ops or monotonic() >= deadline):
+                    more = False
+                if more:
+                    client.start()
+                    sel.register(client.sock, selectors.EVENT_READ, client)
+                    started += 1
+                else:
+                    in_flight.discard(client)
+    finally:
+        for client in in_flight:
+            client.finish()
+        sel.close()
+    return completed
+
+
+class Fanout:
+    """``ch-fanout-*``: ``subscribers`` WebSockets that joined the group, and one trigger."""
+
+    def __init__(self, port: int, workload: str, subscribers: int) -> None:
+        layer = FANOUT_LAYERS[workload]
+        self.trigger = WSClient(connect(port), ws_handshake(b"/ws/fanout/%s/trigger" % layer))
+        self.subscribers: list[WSClient] = []
+        for _ in range(subscribers):
+            self.subscribers.append(WSClient(connect(port), ws_handshake(b"/ws/fanout/%s/subscriber" % layer)))
+        # Each consumer joins the group before it accepts, so every subscriber is in the
+        # group by now; the Redis layer's SUBSCRIBE went out with the first one.
+
+    @property
+    def all(self) -> list[WSClient]:
+        return [self.trigger, *self.subscribers]
+
+
+def drive_fanout(fanout: Fanout, max_ops: int, seconds: float) -> int:
+    """Trigger, read every subscriber's frame, repeat: at least one round, then rounds until
+    ``max_ops`` deliveries or ``seconds``. Returns the deliveries."""
+    monotonic = time.monotonic
+    deadline = monotonic() + seconds
+    subscribers = fanout.subscribers
+    sel = selectors.DefaultSelector()
+    for client in subscribers:
+        sel.register(client.sock, selectors.EVENT_READ, client)
+    completed = 0
+    try:
+        while True:
+            fanout.trigger.send()
+            waiting = len(subscribers)
+            hard_deadline = monotonic() + 60.0
+            while waiting:
+                events = sel.select(5.0)
+                if not events and monotonic() > hard_deadline:
+                    raise BenchError(f"{waiting} of {len(subscribers)} subscribers got nothing within 60s")
+                for key, _ in events:
+                    client = key.data
+                    data = client.sock.recv(65536)
+                    if not data:
+                        raise BenchError("the server closed a subscriber's connection")
+                    done = client.feed(data)
+                    if done > 1:
+                        raise BenchError(f"a subscriber got {done} frames for one trigger")
+                    waiting -= done
+            completed += len(subscribers)
+            if completed >= max_ops or monotonic() >= deadline:
+                return completed
+    finally:
+        sel.close()
+
+
+def open_clients(port: int, workload: str, connections: int) -> Any:
     if workload == "ws":
         return [WSClient(connect(port)) for _ in range(connections)]
+    if workload == "ch-echo":
+        return [WSClient(connect(port), CH_ECHO_HANDSHAKE) for _ in range(connections)]
+    if workload == "ch-connect":
+        return [ConnectClient(port) for _ in range(connections)]
+    if workload in FANOUT_LAYERS:
+        return Fanout(port, workload, connections)
     request = HTTP_REQUESTS[workload]
     return [HTTPClient(connect(port), request) for _ in range(connections)]
 
 
-def close_clients(clients: list[Any], workload: str) -> None:
+def drive_workload(clients: Any, workload: str, max_ops: int, seconds: float) -> int:
+    if workload == "ch-connect":
+        return drive_connect(clients, max_ops, seconds)
+    if workload in FANOUT_LAYERS:
+        return drive_fanout(clients, max_ops, seconds)
+    return drive(clients, max_ops, seconds)
+
+
+def close_clients(clients: Any, workload: str) -> None:
+    if workload == "ch-connect":
+        return
+    if workload in FANOUT_LAYERS:
+        clients = clients.all
     for client in clients:
         try:
-            if workload == "ws":
-                client.sock.sendall(client_frame(0x8, (1000).to_bytes(2, "big")))
+            if workload == "ws" or workload == "ch-echo" or workload in FANOUT_LAYERS:
+                client.sock.sendall(WS_CLOSE)
         except OSError:
             pass
         client.sock.close()
 
 
+def tree_cpu(server: psutil.Process) -> tuple[float, float]:
+    """User and system CPU seconds of ``server`` and its live children."""
+    user = system = 0.0
+    for proc in [server, *server.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        user += times.user
+        system += times.system
+    return user, system
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cpus:
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     server = psutil.Process(args.pid)
     clients = open_clients(args.port, args.workload, args.connections)
     try:
-        warm = drive(clients, args.warmup, 60.0) if args.warmup else 0
+        warm = drive_workload(clients, args.workload, args.warmup, 60.0) if args.warmup else 0
         if args.profile_control:
             one_request(args.port, "/__profile/start")
-        cpu_before = server.cpu_times()
+        user_before, sys_before = tree_cpu(server)
         client_before = time.process_time()
         wall_before = time.perf_counter()
-        ops = drive(clients, args.max_ops, args.seconds)
+        ops = drive_workload(clients, args.workload, args.max_ops, args.seconds)
         wall = time.perf_counter() - wall_before
         client_cpu = time.process_time() - client_before
-        cpu_after = server.cpu_times()
+        user_after, sys_after = tree_cpu(server)
         if args.profile_control:
             one_request(args.port, "/__profile/stop")
     finally:
@@ -277,9 +493,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_ops": warm,
         "ops": ops,
         "wall": wall,
-        "server_user": cpu_after.user - cpu_before.user,
-        "server_sys": cpu_after.system - cpu_before.system,
-        "server_cpu": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        "server_user": user_after - user_before,
+        "server_sys": sys_after - sys_before,
+        "server_cpu": (user_after + sys_after) - (user_before + sys_before),
         "client_cpu": client_cpu,
     }
 
@@ -294,6 +510,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=2.0, help="Length of the timed phase.")
     parser.add_argument("--max-ops", type=int, default=200_000, help="Upper bound of timed operations.")
     parser.add_argument("--profile-control", action="store_true", help="GET /__profile/start and /stop around it.")
+    parser.add_argument("--cpus", default="", help="Comma-separated CPUs this process runs on (default: any).")
     return parser.parse_args(argv)
 
 

@@ -1,7 +1,8 @@
 """The benchmark app with a cProfile switch, for ``bench/run.py --profile``.
 
 ``BENCH_PROFILE_OUT=FILE python -m channelserver ... bench.profiled:app`` serves the
-benchmark app plus two control paths, in the server's own process and thread:
+benchmark app (``BENCH_PROFILE_APP``, ``module:attribute``, default ``bench.apps:app``; the
+Channels workloads use ``bench.djproject.asgi:application``) plus two control paths, in the server's own process and thread:
 ``GET /__profile/start`` turns the profiler on; ``GET /__profile/stop`` turns it off and
 writes the stats to FILE before it answers, so whoever got the answer can read the file.
 ``BENCH_PROFILE_TIMER``: ``wall`` (the default) is cProfile's own clock, cheap, but time
@@ -17,11 +18,14 @@ timed phase of ``bench/load.py --profile-control``.
 from __future__ import annotations
 
 import cProfile
+import importlib
 import os
 import time
 
 from bench.apps import Receive, Scope, Send
-from bench.apps import app as bench_app
+
+_module, _, _attribute = os.environ.get("BENCH_PROFILE_APP", "bench.apps:app").partition(":")
+bench_app = getattr(importlib.import_module(_module), _attribute)
 
 _profiler = cProfile.Profile(time.thread_time) if os.environ.get("BENCH_PROFILE_TIMER") == "cpu" else cProfile.Profile()
 

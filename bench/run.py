@@ -1,11 +1,34 @@
-"""``make bench``: channelserver, Uvicorn and Daphne side by side in one run, plus the
-parsers' own cost, as server CPU time per operation and throughput.
+"""``make bench``: channelserver, Uvicorn, Granian and Daphne side by side in one run, plus
+the parsers' own cost, as server CPU time per operation and throughput.
+
+Two kinds of workload, each served by one app that every server imports by the same path:
+
+- raw (``--workloads raw``: http, ws, post64k, stream1m): a raw ASGI app,
+  :mod:`bench.apps`, so that only the server is measured. Default servers: channelserver,
+  Uvicorn (h11/wsproto), both again with their access logs on, Daphne, and the floor.
+- Channels (``--workloads channels``: ch-connect, ch-echo, ch-fanout-mem, ch-fanout-redis,
+  dj-view): a small Django + Channels project, ``bench/djproject`` (``ProtocolTypeRouter``,
+  ``AsyncWebsocketConsumer``, an async Django view), where Channels users spend their CPU.
+  ch-connect: one op opens a WebSocket, reads the 101, closes it; ch-echo: one message
+  echoed by a consumer; ch-fanout-*: one ``group_send`` delivery to one of 500 subscribers
+  (``InMemoryChannelLayer``, or ``RedisPubSubChannelLayer`` on a redis-server this script
+  starts in a temporary directory, skipped with a message when ``redis-server`` is not
+  installed, an error with ``CI=true``); dj-view: one ``GET /`` through Django's seven
+  default middleware. Default servers: channelserver (access log off and on), Uvicorn
+  h11/wsproto, Uvicorn httptools/websockets (``uvicorn-std``, its defaults), Granian and
+  Daphne.
+
+``--workloads`` takes names and the presets ``raw``, ``channels`` and ``all`` (the
+default); ``--servers`` replaces both default lists. ``make bench-channels`` runs the
+Channels workloads only, with ``--pin``: every server on the last CPU, the load generator
+and redis-server on the others (as the figures of issue 13 were taken).
 
 Method (docs/performance.md says more):
 
-- Every server serves the same raw ASGI app (:mod:`bench.apps`) from its own process,
-  started by its command line on 127.0.0.1 port 0, access logs off; channelserver and
-  Uvicorn are measured again with their access logs on (the defaults users run).
+- Every server runs from its own process per app, started once for the whole run by its
+  command line on 127.0.0.1 (port 0, a socket passed by ``--fd``, or for Granian a free
+  port picked here), access logs off; channelserver and Uvicorn are measured again with
+  their access logs on (the defaults users run).
 - The load generator (:mod:`bench.load`) is a separate process: raw sockets, pre-built
   requests and masked frames, one operation in flight per connection. It snapshots the
   server's user+sys CPU time (psutil) right before and after its timed phase; server CPU
@@ -18,8 +41,10 @@ Method (docs/performance.md says more):
   repetition, so drift of the machine's load is spread evenly) after one untimed warm-up
   round; each cell reports the median of the repetitions.
 
-``--profile http|ws|...`` runs channelserver alone with cProfile on during the timed
-phase and prints where its time goes per operation.
+``--profile WORKLOAD`` (any of them) runs channelserver alone with cProfile on during the
+timed phase and prints where its time goes per operation: split into the server's code,
+its parsers, Channels/asgiref/Django, the event loop and the rest, then by module and by
+function.
 """
 
 from __future__ import annotations
@@ -32,6 +57,7 @@ import os
 import platform
 import pstats
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -46,14 +72,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import HTTP_GET, WORKLOADS  # noqa: E402
+from bench.load import CHANNELS_WORKLOADS, HTTP_GET, RAW_WORKLOADS, WORKLOADS  # noqa: E402
 
 PYTHON = sys.executable
 APP = "bench.apps:app"
+#: The app of the Channels workloads: ``bench/djproject/``.
+CHANNELS_APP = "bench.djproject.asgi:application"
 RESULTS = ROOT / "bench" / "results"
 
 #: Figures of issue 2 measured on a 2-core machine like this one (us of CPU per operation).
@@ -65,9 +95,57 @@ REFERENCE = {
 }
 TARGETS = {"http": ("h11-server", 1.3), "ws": ("wsproto-server", 1.5)}
 
-UNITS = {"http": "request", "ws": "ws message", "post64k": "64 KiB POST", "stream1m": "1 MiB response"}
-CONNECTIONS = {"http": 8, "ws": 8, "post64k": 4, "stream1m": 4}
-MAX_OPS = {"http": 200_000, "ws": 200_000, "post64k": 50_000, "stream1m": 10_000}
+UNITS = {
+    "http": "request",
+    "ws": "ws message",
+    "post64k": "64 KiB POST",
+    "stream1m": "1 MiB response",
+    "ch-connect": "ws connect+close",
+    "ch-echo": "ws message",
+    "ch-fanout-mem": "delivery",
+    "ch-fanout-redis": "delivery",
+    "dj-view": "request",
+}
+#: Concurrent connections; for ``ch-fanout-*`` the subscribers (plus one trigger).
+CONNECTIONS = {
+    "http": 8,
+    "ws": 8,
+    "post64k": 4,
+    "stream1m": 4,
+    "ch-connect": 4,
+    "ch-echo": 8,
+    "ch-fanout-mem": 500,
+    "ch-fanout-redis": 500,
+    "dj-view": 8,
+}
+MAX_OPS = {
+    "http": 200_000,
+    "ws": 200_000,
+    "post64k": 50_000,
+    "stream1m": 10_000,
+    "ch-connect": 50_000,
+    "ch-echo": 200_000,
+    "ch-fanout-mem": 500_000,
+    "ch-fanout-redis": 500_000,
+    "dj-view": 100_000,
+}
+#: What the Channels workloads measure, for the table's header.
+TITLES = {
+    "ch-connect": "connect+close",
+    "ch-echo": "echo",
+    "ch-fanout-mem": "fan-out mem",
+    "ch-fanout-redis": "fan-out redis",
+    "dj-view": "Django view",
+}
+#: Workloads that need the harness's redis-server.
+NEEDS_REDIS = ("ch-fanout-redis",)
+
+
+def app_for(workload: str) -> str:
+    """The import path of the app that serves ``workload``."""
+    return CHANNELS_APP if workload in CHANNELS_WORKLOADS else APP
+
+
 PARSERS = {"h11-server": "http", "h11": "http", "wsproto-server": "ws", "wsproto": "ws"}
 PARSER_LABELS = {
     "h11-server": "h11 own, server side",
@@ -86,7 +164,9 @@ class ServerSpec:
     (``--fd N``): Daphne, whose port line is not logged at ``-v 0``. Otherwise it binds
     127.0.0.1 port 0 itself (``--host 127.0.0.1 --port 0``) and ``ready`` matches the line
     that names the port. (Uvicorn's ``--fd`` treats the socket as a Unix socket, which turns
-    off TCP_NODELAY and stalls its two-write responses, so it binds its own.)"""
+    off TCP_NODELAY and stalls its two-write responses, so it binds its own.) With
+    ``fixed_port`` it binds a free port picked here (``--host 127.0.0.1 --port N``) and is
+    ready once it accepts a connection: Granian, which has neither ``--fd`` nor port 0."""
 
     name: str
     label: str
@@ -94,6 +174,7 @@ class ServerSpec:
     argv: Callable[[list[str], str], list[str]]
     ready: re.Pattern[bytes] | None
     workloads: tuple[str, ...] = WORKLOADS
+    fixed_port: bool = False
 
 
 def _channelserver(*flags: str, access_log: bool = False) -> Callable[[list[str], str], list[str]]:
@@ -108,6 +189,19 @@ def _uvicorn(*flags: str, access_log: bool = False) -> Callable[[list[str], str]
         *flags,
         app,
     ]
+
+
+def _uvicorn_std(bind: list[str], app: str) -> list[str]:
+    # Uvicorn's own choice when httptools and websockets are installed (``--http auto
+    # --ws auto``), spelled out so a missing package fails instead of falling back.
+    return [PYTHON, "-m", "uvicorn", *bind, "--http", "httptools", "--ws", "websockets", "--no-access-log", app]
+
+
+def _granian(bind: list[str], app: str) -> list[str]:
+    # One worker process (Granian always serves from a child of the process started here;
+    # the load generator counts the CPU time of both), its default runtime threads and loop;
+    # no access log is Granian's default.
+    return [PYTHON, "-m", "granian", "--interface", "asgi", *bind, "--workers", "1", app]
 
 
 def _daphne(bind: list[str], app: str) -> list[str]:
@@ -149,9 +243,21 @@ SERVERS = {
         ServerSpec("uvicorn-log", "uvicorn h11/wsproto, access log", _AUTO_LOOP, _uvicorn(access_log=True), _UV_READY),
         ServerSpec("channelserver-asyncio", "channelserver", "asyncio", _channelserver("--loop", "asyncio"), _CS_READY),
         ServerSpec("uvicorn-asyncio", "uvicorn h11/wsproto", "asyncio", _uvicorn("--loop", "asyncio"), _UV_READY),
+        ServerSpec("uvicorn-std", "uvicorn httptools/websockets", _AUTO_LOOP, _uvicorn_std, _UV_READY),
+        ServerSpec(
+            "granian", "granian", "uvloop" if _AUTO_LOOP == "uvloop" else "asyncio", _granian, None, fixed_port=True
+        ),
     )
 }
+#: The servers each kind of workload runs on unless ``--servers`` says otherwise.
 DEFAULT_SERVERS = ("channelserver", "uvicorn", "channelserver-log", "uvicorn-log", "daphne", "floor")
+DEFAULT_CHANNELS_SERVERS = ("channelserver", "channelserver-log", "uvicorn", "uvicorn-std", "granian", "daphne")
+#: ``--workloads`` presets.
+PRESETS = {"raw": RAW_WORKLOADS, "channels": CHANNELS_WORKLOADS, "all": WORKLOADS}
+
+
+def default_servers(workload: str) -> tuple[str, ...]:
+    return DEFAULT_CHANNELS_SERVERS if workload in CHANNELS_WORKLOADS else DEFAULT_SERVERS
 
 
 def child_env(extra: dict[str, str] | None = None, source: str | None = None) -> dict[str, str]:
@@ -180,12 +286,18 @@ def source_tree(rev: str | None) -> Iterator[str | None]:
         yield tmp
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class Server:
     """One server process on 127.0.0.1, port 0, serving ``app``.
 
     A thread reads the process's output for its whole life (so a chatty server never
     blocks on a full pipe) and signals the line that names the port. The server is ready
-    when it has answered one request."""
+    when it has answered one request (``GET /``, which both apps answer with 200)."""
 
     def __init__(
         self, spec: ServerSpec, app: str = APP, env: dict[str, str] | None = None, source: str | None = None
@@ -196,7 +308,10 @@ class Server:
         self.named_port = threading.Event()
         listener: socket.socket | None = None
         fds: list[int] = []
-        if spec.ready is None:
+        if spec.fixed_port:
+            self.port = free_port()
+            bind = ["--host", "127.0.0.1", "--port", str(self.port)]
+        elif spec.ready is None:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.bind(("127.0.0.1", 0))
             listener.listen(1024)
@@ -246,6 +361,8 @@ class Server:
     def wait_ready(self, timeout: float = 60.0) -> None:
         if not self.port and (not self.named_port.wait(timeout) or not self.port):
             raise RuntimeError(f"{self.spec.name} did not name its port:\n{self.output()}")
+        if self.spec.fixed_port:
+            self._wait_listening(timeout)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
                 sock.sendall(HTTP_GET)
@@ -254,6 +371,28 @@ class Server:
             raise RuntimeError(f"{self.spec.name} did not answer: {exc}\n{self.output()}") from None
         if not answer.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"{self.spec.name} answered {answer[:200]!r}\n{self.output()}")
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.spec.name} is not listening on {self.port}:\n{self.output()}") from None
+                time.sleep(0.05)
+
+    def pin(self, cpus: set[int]) -> None:
+        """Every thread of the server and of its children onto ``cpus``."""
+        procs = [self.pid, *(child.pid for child in psutil.Process(self.pid).children(recursive=True))]
+        for pid in procs:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(int(tid), cpus)
 
     def output(self) -> str:
         return b"".join(self.lines).decode("utf-8", "replace")
@@ -281,6 +420,7 @@ def run_load(
     warmup: int,
     connections: int,
     profile_control: bool = False,
+    cpus: str = "",
 ) -> dict[str, Any]:
     argv = [
         *(PYTHON, "-m", "bench.load", "--port", str(server.port), "--pid", str(server.pid)),
@@ -289,6 +429,8 @@ def run_load(
     ]
     if profile_control:
         argv.append("--profile-control")
+    if cpus:
+        argv += ["--cpus", cpus]
     done = subprocess.run(argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0 or not done.stdout.strip():
         tail = server.output()[-2000:]
@@ -412,6 +554,29 @@ def decomposition(cells: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return ["", table(rows, ["us CPU per operation", "request", "ws message"])]
 
 
+def channels_tables(results: dict[str, Any]) -> list[str]:
+    """The Channels workloads: server CPU per operation, then operations per second."""
+    cells: dict[str, dict[str, dict[str, Any]]] = results["summary"]
+    ours = [w for w in results["workloads"] if w in CHANNELS_WORKLOADS]
+    names = [name for name in results["servers"] if any(w in cells.get(name, {}) for w in ours)]
+    if not ours or not names:
+        return []
+    units = ", ".join(f"{TITLES[w]}: per {UNITS[w]}" for w in ours)
+    out = ["", f"Channels workloads (bench/djproject), us of server CPU per operation ({units}):"]
+    header = ["server", "loop", *(TITLES[w] for w in ours)]
+    rows = [[SERVERS[n].label, SERVERS[n].loop, *(fmt_us(cells.get(n, {}).get(w)) for w in ours)] for n in names]
+    out.append(table(rows, header))
+    out += ["", "Channels workloads, operations per second:"]
+    rows = [[SERVERS[n].label, SERVERS[n].loop, *(fmt_rate(cells.get(n, {}).get(w)) for w in ours)] for n in names]
+    out.append(table(rows, ["server", "loop", *(TITLES[w] for w in ours)]))
+    pinned = results["plan"].get("pinned")
+    if pinned:
+        out.append(
+            f"servers pinned to CPU {pinned['server']}, load generator and redis-server to CPUs {pinned['load']}"
+        )
+    return out
+
+
 def report(results: dict[str, Any]) -> tuple[str, bool]:
     """The printed tables and ratios; the flag says whether both targets were met."""
     cells: dict[str, dict[str, dict[str, Any]]] = results["summary"]
@@ -422,6 +587,8 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
     for name in results["servers"]:
         spec = SERVERS[name]
         row = cells.get(name, {})
+        if "http" not in row and "ws" not in row:
+            continue
         rows.append([spec.label, spec.loop, fmt_us(row.get("http")), fmt_us(row.get("ws"))])
         rows[-1] += [fmt_rate(row.get("http")), fmt_rate(row.get("ws"))]
     for what, label in PARSER_LABELS.items():
@@ -431,9 +598,10 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
         http = fmt_us(summary) if PARSERS[what] == "http" else "-"
         ws = fmt_us(summary) if PARSERS[what] == "ws" else "-"
         rows.append([label, "in-process", http, ws, "-", "-"])
-    out.append(table(rows, main_header))
+    if rows:
+        out.append(table(rows, main_header))
 
-    extra = [w for w in workloads if w not in ("http", "ws")]
+    extra = [w for w in workloads if w in RAW_WORKLOADS and w not in ("http", "ws")]
     if extra:
         header = ["server"]
         for w in extra:
@@ -449,6 +617,7 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
             rows.append(line)
         out.append("")
         out.append(table(rows, header))
+    out.extend(channels_tables(results))
 
     out.append("")
     out.append(f"ratios of server CPU per operation ({results['statistic']}s):")
@@ -463,7 +632,7 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
         out.append(
             f"  channelserver / {PARSER_LABELS[floor]:<26} {UNITS[workload]:<14} {value:5.2f}x  (target <= {target}x: {verdict})"
         )
-    for other in ("daphne", "uvicorn"):
+    for other in ("daphne", "uvicorn", "uvicorn-std", "granian"):
         for workload in workloads:
             value = ratio(cs.get(workload), cells.get(other, {}).get(workload))
             if value is not None:
@@ -569,54 +738,153 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def redis_server(cpus: set[int] | None = None) -> Iterator[str | None]:
+    """A redis-server of this run's own (a temporary directory, no persistence, a free
+    port); yields its URL, or None when ``redis-server`` is not installed (an error when
+    ``CI=true``). ``make system-deps`` installs it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("redis-server is not installed (make system-deps installs it)")
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        port = free_port()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--dir", tmp, "--logfile", str(Path(tmp) / "redis.log")]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                        sock.sendall(b"PING\r\n")
+                        if sock.recv(64).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = Path(tmp) / "redis.log"
+                    raise RuntimeError(f"redis-server did not start: {log.read_text() if log.exists() else ''}")
+                time.sleep(0.05)
+            if cpus:
+                os.sched_setaffinity(proc.pid, cpus)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def pinning(pin: bool) -> tuple[set[int] | None, str]:
+    """With ``--pin``: the CPU every server runs on (the last one), and the others, for the
+    load generator and redis-server, as ``bench/load.py --cpus`` takes them."""
+    if not pin:
+        return None, ""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise RuntimeError("--pin needs at least two CPUs")
+    return {cpus[-1]}, ",".join(str(cpu) for cpu in cpus[:-1])
+
+
+def select_pairs(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]]]:
+    """The servers in the order they start, and which of them run each workload: the
+    ``--servers`` given, or each workload's default servers; only where a server's spec
+    allows the workload."""
+    per_workload: dict[str, list[str]] = {}
+    for workload in args.workloads:
+        wanted = args.servers if args.servers is not None else list(default_servers(workload))
+        if args.servers is None and args.baseline:
+            wanted = add_baseline(wanted, args.baseline)
+        per_workload[workload] = [name for name in wanted if workload in SERVERS[name].workloads]
+    names = list(dict.fromkeys(name for servers in per_workload.values() for name in servers))
+    return names, per_workload
+
+
 def benchmark(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
     reps = args.reps or plan.reps
     seconds = args.seconds or plan.seconds
-    names: list[str] = args.servers
     workloads: list[str] = args.workloads
+    needs_redis = any(w in NEEDS_REDIS for w in workloads)
+    server_cpus, load_cpus = pinning(args.pin)
+    with contextlib.ExitStack() as stack:
+        redis_url = (
+            stack.enter_context(redis_server({int(c) for c in load_cpus.split(",")} if load_cpus else None))
+            if needs_redis
+            else None
+        )
+        if needs_redis and redis_url is None:
+            say("redis-server not found (make system-deps installs it): skipping " + ", ".join(NEEDS_REDIS))
+            workloads = [w for w in workloads if w not in NEEDS_REDIS]
+        args.workloads = workloads
+        return measure(args, plan, reps, seconds, redis_url, server_cpus, load_cpus)
+
+
+def measure(
+    args: argparse.Namespace,
+    plan: Plan,
+    reps: int,
+    seconds: float,
+    redis_url: str | None,
+    server_cpus: set[int] | None,
+    load_cpus: str,
+) -> int:
+    workloads: list[str] = args.workloads
+    names, per_workload = select_pairs(args)
     parsers = [what for what, workload in PARSERS.items() if workload in workloads]
     connections = {w: args.connections or CONNECTIONS[w] for w in workloads}
     cells: dict[str, dict[str, Cell]] = {}
     started = time.monotonic()
     loadavg_before = os.getloadavg()
-    servers: dict[str, Server] = {}
+    # One process per (server, app), started once for the whole run.
+    servers: dict[tuple[str, str], Server] = {}
     try:
         for name in names:
-            say(f"starting {name}")
             source = args.source if name.startswith("channelserver") else None
             if BASELINE_MARK in name:
                 source = args.baseline_source
-            servers[name] = Server(SERVERS[name], source=source)
+            apps = dict.fromkeys(app_for(w) for w in workloads if name in per_workload[w])
+            for app in apps:
+                say(f"starting {name} ({app})")
+                env = {"BENCH_REDIS_URL": redis_url} if redis_url and app == CHANNELS_APP else None
+                server = Server(SERVERS[name], app=app, env=env, source=source)
+                servers[name, app] = server
+                if server_cpus:
+                    server.pin(server_cpus)
         say("warm-up round")
         for workload in workloads:
-            for server in servers.values():
-                if workload not in server.spec.workloads:
-                    continue
+            for name in per_workload[workload]:
                 run_load(
-                    server,
+                    servers[name, app_for(workload)],
                     workload,
                     seconds=plan.warmup_seconds,
                     warmup=plan.warmup_ops,
                     connections=connections[workload],
+                    cpus=load_cpus,
                 )
         for rep in range(reps):
             say(f"repetition {rep + 1}/{reps}")
             order = names[rep % len(names) :] + names[: rep % len(names)]
             for workload in workloads:
                 for name in order:
-                    if workload not in SERVERS[name].workloads:
+                    if name not in per_workload[workload]:
                         continue
                     cell = cells.setdefault(name, {}).setdefault(workload, Cell())
                     if cell.error:
                         continue
                     try:
                         result = run_load(
-                            servers[name],
+                            servers[name, app_for(workload)],
                             workload,
                             seconds=seconds,
                             warmup=plan.warmup_ops,
                             connections=connections[workload],
+                            cpus=load_cpus,
                         )
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         cell.error = str(exc)
@@ -628,10 +896,10 @@ def benchmark(args: argparse.Namespace) -> int:
                     run_parser(what, plan.parser_seconds)
                 )
     finally:
-        for name, server in servers.items():
+        for (name, app), server in servers.items():
             code = server.stop()
             if code not in (0, -signal.SIGTERM):
-                say(f"{name} exited with {code}")
+                say(f"{name} ({app}) exited with {code}")
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mode": "quick" if args.quick else "full",
@@ -646,8 +914,15 @@ def benchmark(args: argparse.Namespace) -> int:
         "baseline": revision(args.baseline) if args.baseline else None,
         "loadavg_before": loadavg_before,
         "loadavg_after": os.getloadavg(),
-        "plan": {"reps": reps, "seconds": seconds, "connections": connections, "warmup_ops": plan.warmup_ops},
+        "plan": {
+            "reps": reps,
+            "seconds": seconds,
+            "connections": connections,
+            "warmup_ops": plan.warmup_ops,
+            "pinned": {"server": sorted(server_cpus), "load": load_cpus} if server_cpus else None,
+        },
         "servers": names,
+        "pairs": per_workload,
         "loops": {name: SERVERS[name].loop for name in names},
         "workloads": workloads,
         "statistic": args.statistic,
@@ -679,6 +954,11 @@ def area(filename: str) -> str:
         ("/h11/", "h11"),
         ("/wsproto/", "wsproto"),
         ("/bench/", "bench app"),
+        ("/channels/", "channels"),
+        ("/channels_redis/", "channels_redis"),
+        ("/redis/", "redis-py"),
+        ("/asgiref/", "asgiref"),
+        ("/django/", "django"),
         ("/asyncio/", "asyncio"),
     ):
         if marker in path:
@@ -702,23 +982,121 @@ def short(key: tuple[str, int, str]) -> str:
     return f"{path}:{line}({func})"
 
 
+SPLIT_SERVER = "server: channelserver/*"
+SPLIT_PARSERS = "server's parsers: h11, wsproto"
+SPLIT_FRAMEWORK = "Channels, asgiref, Django, the app"
+SPLIT_LOOP = "event loop: asyncio, selectors, uvloop, sockets"
+SPLIT_OTHER = "other"
+#: Builtins that mostly wait under the wall clock: the asyncio loop's epoll, and a thread
+#: waiting for another (Django's sync middleware runs in a thread of its own per request).
+SPLIT_WAITING = ("<method 'poll' of 'select.epoll' objects>", "<method 'acquire' of '_thread.lock' objects>")
+_LOOP_BUILTINS = ("uvloop", "_asyncio.", "select.", "_socket.", "_contextvars.Context' objects>")
+
+
+def split_part(filename: str, func: str) -> str | None:
+    """The part of :func:`split_lines` a profiled function belongs to; None for a builtin
+    (C) function whose time counts to whoever called it."""
+    if filename == "~":
+        return SPLIT_LOOP if any(marker in func for marker in _LOOP_BUILTINS) else None
+    path = filename.replace(os.sep, "/")
+    if "/channelserver/" in path:
+        return SPLIT_SERVER
+    if "/h11/" in path or "/wsproto/" in path:
+        return SPLIT_PARSERS
+    if any(marker in path for marker in ("/channels/", "/channels_redis/", "/asgiref/", "/django/", "/bench/")):
+        return SPLIT_FRAMEWORK
+    if any(marker in path for marker in ("/asyncio/", "/selectors.py", "/uvloop/", "/socket.py")):
+        return SPLIT_LOOP
+    return SPLIT_OTHER
+
+
+def split_lines(
+    entries: dict[tuple[str, int, str], tuple[int, int, float, float, Any]], ops: int, plain: float
+) -> list[str]:
+    """The profile's own time (tottime) per operation in four parts plus the parsers: the
+    server's code, Channels/asgiref/Django (with the benchmark's consumers and view), the
+    event loop, and the rest. A builtin C function counts to the part of its caller (a
+    ``dict.get`` in Django is Django's), except the loop's own (uvloop's methods, the C
+    Task and Future, select, socket methods). Waiting in ``epoll.poll`` (the asyncio loop)
+    and in a lock's ``acquire`` (a thread waiting for another), mostly idle time under the
+    wall clock, is left out; under uvloop the C loop itself is not seen by cProfile at all.
+    Only the thread that serves the connections is profiled: the threads of
+    ``sync_to_async`` (Django's middleware) are not. ``plain``: the process's CPU per
+    operation measured without the profiler (all threads), which the last column shares out
+    by these proportions."""
+    parts = dict.fromkeys((SPLIT_SERVER, SPLIT_PARSERS, SPLIT_FRAMEWORK, SPLIT_LOOP, SPLIT_OTHER), 0.0)
+    others: dict[str, float] = {}  # module of each "other" function (builtins: their caller's)
+    idle = 0.0
+    for (filename, _line, func), (_cc, _nc, tt, _ct, callers) in entries.items():
+        if filename == "~" and func in SPLIT_WAITING:
+            idle += tt
+            continue
+        part = split_part(filename, func)
+        if part is not None:
+            parts[part] += tt
+            if part == SPLIT_OTHER:
+                module = short((filename, 0, func)).split(":", 1)[0]
+                others[module] = others.get(module, 0.0) + tt
+            continue
+        by_caller = {caller: figures[2] for caller, figures in callers.items()}
+        charged = sum(by_caller.values())
+        if charged <= 0:
+            parts[SPLIT_OTHER] += tt
+            continue
+        for caller, caller_tt in by_caller.items():
+            part = split_part(caller[0], caller[2]) or SPLIT_OTHER
+            parts[part] += tt * caller_tt / charged
+            if part == SPLIT_OTHER:
+                module = short(caller).split(":", 1)[0]
+                others[module] = others.get(module, 0.0) + tt * caller_tt / charged
+    total = sum(parts.values())
+    out = [
+        "",
+        f"split of the profiled time (builtins counted to their callers; {idle / ops * 1e6:.1f} us/op "
+        "waiting in epoll.poll or a lock left out):",
+    ]
+    rows = [
+        [name, f"{tt / ops * 1e6:.2f}", f"{tt / total * 100:.1f}%", f"{tt / total * plain:.1f}"]
+        for name, tt in parts.items()
+    ]
+    rows.append(["total", f"{total / ops * 1e6:.2f}", "100%", f"{plain:.1f}"])
+    out.append(table(rows, ["part", "profiled us/op", "share", "us/op of the CPU without profiler"]))
+    top = sorted(others.items(), key=lambda item: -item[1])[:6]
+    out.append("  other, by module (profiled us/op): " + ", ".join(f"{m} {tt / ops * 1e6:.1f}" for m, tt in top))
+    return out
+
+
 def profile(args: argparse.Namespace) -> int:
     workload: str = args.profile
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     spec = SERVERS[args.profile_server]
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+    server_cpus, load_cpus = pinning(args.pin)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-"))
         out = Path(tmp) / "channelserver.prof"
-        server = Server(
-            spec,
-            app="bench.profiled:app",
-            env={"BENCH_PROFILE_OUT": str(out), "BENCH_PROFILE_TIMER": args.profile_timer},
-            source=args.source,
-        )
+        env = {"BENCH_PROFILE_OUT": str(out), "BENCH_PROFILE_TIMER": args.profile_timer}
+        env["BENCH_PROFILE_APP"] = app_for(workload)
+        if workload in NEEDS_REDIS:
+            load_set = {int(c) for c in load_cpus.split(",")} if load_cpus else None
+            redis_url = stack.enter_context(redis_server(load_set))
+            if redis_url is None:
+                say(f"redis-server not found (make system-deps installs it): cannot profile {workload}")
+                return 1
+            env["BENCH_REDIS_URL"] = redis_url
+        server = Server(spec, app="bench.profiled:app", env=env, source=args.source)
         try:
+            if server_cpus:
+                server.pin(server_cpus)
             connections = args.connections or CONNECTIONS[workload]
-            run_load(server, workload, seconds=1.0, warmup=300, connections=connections)
+            plain = run_load(server, workload, seconds=1.0, warmup=300, connections=connections, cpus=load_cpus)
             result = run_load(
-                server, workload, seconds=seconds, warmup=300, connections=connections, profile_control=True
+                server,
+                workload,
+                seconds=seconds,
+                warmup=300,
+                connections=connections,
+                profile_control=True,
+                cpus=load_cpus,
             )
         finally:
             server.stop()
@@ -738,6 +1116,7 @@ def profile(args: argparse.Namespace) -> int:
         f"{result['server_cpu'] / ops * 1e6:.1f} us CPU per op with the profiler on "
         f"({total / ops * 1e6:.1f} us of it inside profiled functions)"
     )
+    lines.extend(split_lines(entries, ops, plain["server_cpu"] / plain["ops"] * 1e6))
     by_area: dict[str, float] = {}
     for key, (_, _, tt, _, _) in entries.items():
         by_area[area(key[0])] = by_area.get(area(key[0]), 0.0) + tt
@@ -764,13 +1143,19 @@ def profile(args: argparse.Namespace) -> int:
 
 
 # -- command line --------------------------------------------------------------------------
-def csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
+def csv(choices: Sequence[str], presets: dict[str, Sequence[str]] | None = None) -> Callable[[str], list[str]]:
+    presets = presets or {}
+
     def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        for item in items:
-            if item not in choices:
-                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(choices)}")
-        return items
+        items: list[str] = []
+        for item in (item.strip() for item in text.split(",")):
+            if item in presets:
+                items.extend(presets[item])
+            elif item in choices:
+                items.append(item)
+            elif item:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join([*presets, *choices])}")
+        return list(dict.fromkeys(items))
 
     return parse
 
@@ -778,14 +1163,29 @@ def csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="channelserver vs Uvicorn (h11/wsproto) vs Daphne vs the parsers' own cost: "
-        "server CPU time per operation and throughput.",
+        description="channelserver vs Uvicorn vs Granian vs Daphne vs the parsers' own cost: "
+        "server CPU time per operation and throughput, on a raw ASGI app (bench/apps.py) and on a "
+        "Django + Channels project (bench/djproject). `make bench-channels` = --workloads channels --pin.",
     )
-    parser.add_argument("--quick", action="store_true", help="Fewer and shorter repetitions (about a minute).")
+    parser.add_argument(
+        "--quick", action="store_true", help="Fewer and shorter repetitions (about a minute per kind of workload)."
+    )
     parser.add_argument("--reps", type=int, default=0, help="Repetitions (default 5; 3 with --quick).")
     parser.add_argument("--seconds", type=float, default=0.0, help="Timed phase per repetition (default 2; 0.5 quick).")
-    parser.add_argument("--servers", type=csv(list(SERVERS)), default=list(DEFAULT_SERVERS), help="Comma-separated.")
-    parser.add_argument("--workloads", type=csv(WORKLOADS), default=list(WORKLOADS), help="Comma-separated.")
+    parser.add_argument(
+        "--servers",
+        type=csv(list(SERVERS)),
+        default=None,
+        help=f"Comma-separated, run on every workload they support (default: {', '.join(DEFAULT_SERVERS)} "
+        f"for the raw workloads; {', '.join(DEFAULT_CHANNELS_SERVERS)} for the Channels ones).",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=csv(WORKLOADS, PRESETS),
+        default=list(WORKLOADS),
+        help=f"Comma-separated workloads or presets: raw ({', '.join(RAW_WORKLOADS)}), channels "
+        f"({', '.join(CHANNELS_WORKLOADS)}) or all (the default).",
+    )
     parser.add_argument("--connections", type=int, default=0, help="Connections per workload (default per workload).")
     parser.add_argument("--output", default=str(RESULTS), help="Directory for the JSON results.")
     parser.add_argument(
@@ -800,8 +1200,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Also serve each channelserver server as of this git revision, in the same run, "
         "and report this tree's CPU per operation over it.",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="Pin every server (all its threads and children) to the last CPU, the load generator and "
+        "redis-server to the others.",
+    )
     parser.add_argument("--check", action="store_true", help="Exit 1 when a target ratio is missed.")
-    parser.add_argument("--profile", choices=WORKLOADS, help="Profile channelserver on this workload instead.")
+    parser.add_argument(
+        "--profile",
+        choices=WORKLOADS,
+        help="Profile channelserver on this workload instead; prints its time per operation split into "
+        "server code, Channels/asgiref/Django, event loop and other.",
+    )
     parser.add_argument("--profile-server", choices=["channelserver", "channelserver-asyncio"], default="channelserver")
     parser.add_argument(
         "--profile-timer",
@@ -816,7 +1227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.baseline:
+    if args.baseline and args.servers is not None:
         args.servers = add_baseline(args.servers, args.baseline)
     with source_tree(args.rev) as args.source, source_tree(args.baseline) as args.baseline_source:
         if args.profile:

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from bench.djproject.views import hello
+
+urlpatterns = [path("", hello)]
