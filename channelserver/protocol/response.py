@@ -25,10 +25,11 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 
-__all__ = ["PHRASES", "REASONS", "BodyWriter", "ResponseError", "plain_response", "write_head"]
+__all__ = ["FIELD_VALUE", "PHRASES", "REASONS", "TOKEN", "BodyWriter", "ResponseError", "plain_response", "write_head"]
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
+#: h11's header name (a token) and header value (a field value), as it checks them on send.
+TOKEN = _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+").fullmatch
+FIELD_VALUE = _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
 
 #: Header names already validated, mapped to their lowercase form, and status lines
 #: already written (both bounded).

@@ -62,6 +62,7 @@ from .asgi_websocket import (
 )
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
+from .handshake import Offer, accept_response, read_offer
 from .machine import Machine
 from .scope import peer, websocket_scope
 from .table import bad_field
@@ -69,16 +70,20 @@ from .table import bad_field
 __all__ = ["WebSocketConnection"]
 
 
-def _check_handshake(request: h11.Request) -> None:
-    """What wsproto leaves unchecked of RFC 6455 section 4.2.1: the request is HTTP/1.1
-    (h11 reads no later version), and it has one Sec-WebSocket-Key (section 11.3.1: it
-    "MUST NOT appear more than once"; wsproto reads the last of several), the base64 of
-    16 bytes (wsproto only checks that it is there)."""
+def _check_version(request: h11.Request) -> None:
+    """RFC 6455 section 4.2.1, first of all: the request is HTTP/1.1 (h11 reads no later
+    version). wsproto does not check it."""
     if request.http_version != b"1.1":
         version = request.http_version.decode("ascii", "replace")
         raise RemoteProtocolError(
             f"a WebSocket handshake must be HTTP/1.1, not HTTP/{version}", event_hint=RejectConnection()
         )
+
+
+def _check_key(request: h11.Request) -> None:
+    """What wsproto leaves unchecked of the key: there is one Sec-WebSocket-Key (RFC 6455
+    section 11.3.1: it "MUST NOT appear more than once"; wsproto reads the last of
+    several), the base64 of 16 bytes (wsproto only checks that it is there)."""
     keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
     if len(keys) > 1:
         raise RemoteProtocolError(
@@ -138,6 +143,7 @@ class WebSocketConnection(Machine):
         extensions: dict[str, Any] | None = None,
         handshake_timeout: float | None = 10.0,
         fast_frames: bool = True,
+        fast_handshake: bool = True,
     ) -> None:
         self.request = request
         self.client = client
@@ -156,7 +162,14 @@ class WebSocketConnection(Machine):
         self.per_message_deflate = per_message_deflate
         self.default_headers = default_headers
         self.extensions = extensions
-        self.handshake = H11Handshake(ConnectionType.SERVER)
+        #: wsproto's handshake, made when needed (see the handshake property), and what it
+        #: refused the request for.
+        self._handshake: H11Handshake | None = None
+        self.wsproto_refused: RemoteProtocolError | None = None
+        #: The handshake request read by .handshake instead of wsproto (off only for the
+        #: proof that this changes nothing: tests/unit/protocol/test_handshake.py).
+        self.fast_handshake = fast_handshake
+        self.offer: Offer | None = None
         self.ws: Connection | None = None
         #: Bytes that came before the app accepted; fed to wsproto after accept.
         self.held = bytearray(trailing_data)
@@ -189,10 +202,18 @@ class WebSocketConnection(Machine):
     # -- inputs --------------------------------------------------------------------------
     def start(self) -> list[Action]:
         request = self.request
+        self.offer = offer = read_offer(request) if self.fast_handshake else None
         try:
-            self.handshake.initiate_upgrade_connection(list(request.headers), request.target)
-            ws_request = next(e for e in self.handshake.events() if isinstance(e, Request))
-            _check_handshake(request)
+            _check_version(request)
+            if offer is None:
+                handshake = self.handshake
+                if self.wsproto_refused is not None:
+                    raise self.wsproto_refused
+                ws_request = next(e for e in handshake.events() if isinstance(e, Request))
+                subprotocols = list(ws_request.subprotocols)
+            else:
+                subprotocols = list(offer.subprotocols)
+            _check_key(request)
         except RemoteProtocolError as exc:
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
             text = f"{exc}\n".encode()
@@ -212,7 +233,7 @@ class WebSocketConnection(Machine):
                 Write(data),
                 CloseTransport(),
             ]
-        self.offered_subprotocols = list(ws_request.subprotocols)
+        self.offered_subprotocols = subprotocols
         scope = websocket_scope(
             target=request.target,
             http_version=request.http_version,
@@ -409,6 +430,32 @@ class WebSocketConnection(Machine):
         return self.phase is Phase.CLOSED
 
     @property
+    def handshake(self) -> H11Handshake:
+        """wsproto's handshake, given the request on first use: it reads the requests
+        :func:`.handshake.read_offer` leaves to it, and writes every refusal and denial
+        response. A request it refuses is recorded in ``wsproto_refused`` (it is then
+        ready to write the refusal)."""
+        handshake = self._handshake
+        if handshake is None:
+            handshake = self._handshake = H11Handshake(ConnectionType.SERVER)
+            request = self.request
+            headers = list(request.headers)
+            if not any(name == b"host" for name, _ in headers):
+                # Only HTTP/1.0 may lack Host (h11 requires it of HTTP/1.1), and such a
+                # request is refused (_check_version): wsproto's own h11 needs a Host to
+                # read the request it writes the refusal to.
+                headers.append((b"host", b""))
+            try:
+                handshake.initiate_upgrade_connection(headers, request.target)
+            except RemoteProtocolError as exc:
+                self.wsproto_refused = exc
+            except UnicodeError as exc:  # wsproto decodes Host as IDNA, offers as ASCII
+                self.wsproto_refused = RemoteProtocolError(
+                    f"a handshake header is not ASCII, or Host not IDNA: {exc}", event_hint=RejectConnection()
+                )
+        return handshake
+
+    @property
     def accepted(self) -> bool:
         return self.ws is not None
 
@@ -418,14 +465,18 @@ class WebSocketConnection(Machine):
     # -- internals -----------------------------------------------------------------------
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
         extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
-        data = self.handshake.send(
-            AcceptConnection(
-                subprotocol=subprotocol,
-                extensions=extensions,
-                extra_headers=[*self.default_headers(), *headers],
+        extra_headers = [*self.default_headers(), *headers]
+        offer = self.offer
+        data = accept_response(offer, subprotocol, extensions, extra_headers) if offer is not None else None
+        if data is not None:
+            ws: Connection | None = Connection(ConnectionType.SERVER, extensions)
+        else:  # wsproto writes it (or refuses a header), with extensions not yet agreed on
+            extensions = [PerMessageDeflate()] if self.per_message_deflate else []
+            handshake = self.handshake
+            data = handshake.send(
+                AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=extra_headers)
             )
-        )
-        ws = self.handshake.connection
+            ws = handshake.connection
         assert ws is not None
         self.ws = ws
         # With no extension in use a whole message is one plain frame: .frames reads and

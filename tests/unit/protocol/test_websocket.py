@@ -86,6 +86,15 @@ def test_bad_handshake_is_refused_before_the_app_starts(
     assert pair.warnings()[0].endswith(f"(answered {status})")
 
 
+def idna_error(host: bytes) -> str:
+    """Python's own words for a host IDNA cannot decode (they differ between versions)."""
+    try:
+        host.decode("idna")
+    except UnicodeError as exc:
+        return str(exc)
+    raise AssertionError(f"{host!r} decodes")
+
+
 KEY_AND_VERSION = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 
 
@@ -104,8 +113,18 @@ KEY_AND_VERSION = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket
             UPGRADE + KEY_AND_VERSION + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
             "Sec-WebSocket-Key is given 2 times; a handshake has one",
         ),
+        (
+            # HTTP/1.0 may leave out Host, which wsproto's own h11 then misses
+            UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0").replace(b"Host: a\r\n", b"") + KEY_AND_VERSION,
+            "a WebSocket handshake must be HTTP/1.1, not HTTP/1.0",
+        ),
+        (
+            # wsproto decodes Host as IDNA: this one fails to
+            UPGRADE.replace(b"Host: a", b"Host: xn--zz") + KEY_AND_VERSION,
+            f"a handshake header is not ASCII, or Host not IDNA: {idna_error(b'xn--zz')}",
+        ),
     ],
-    ids=["http-1.0", "two-keys", "the-same-key-twice"],
+    ids=["http-1.0", "two-keys", "the-same-key-twice", "http-1.0-without-host", "host-not-idna"],
 )
 def test_handshake_rfc_6455_refuses_is_refused_as_a_bad_key_is(data: bytes, reason: str) -> None:
     """RFC 6455 4.2.1 and 11.3.1: an HTTP/1.1 request with one Sec-WebSocket-Key. wsproto
