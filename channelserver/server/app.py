@@ -89,13 +89,11 @@ _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
 def disconnected_cause(exc: BaseException) -> ClientDisconnected | None:
     """The ClientDisconnected that ``exc`` was raised from or while handling, if any (a few
     links up its chain)."""
-    seen: BaseException | None = exc
+    link: BaseException | None = exc
     for _ in range(5):
-        seen = seen.__cause__ or seen.__context__
-        if seen is None:
-            return None
-        if isinstance(seen, ClientDisconnected):
-            return seen
+        link = link.__cause__ or link.__context__ if link is not None else None
+        if link is None or isinstance(link, ClientDisconnected):
+            return link
     return None
 
 
