@@ -30,6 +30,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token, split_comma_header
 
+from .request import UpgradeRequest
 from .response import FIELD_VALUE, TOKEN
 
 __all__ = ["Offer", "accept_response", "read_offer"]
@@ -43,7 +44,7 @@ class Offer(NamedTuple):
     extensions: list[str]
 
 
-def read_offer(request: h11.Request) -> Offer | None:
+def read_offer(request: h11.Request | UpgradeRequest) -> Offer | None:
     """The offer of a handshake wsproto accepts, read as wsproto reads it; None for any
     other request (wsproto reads it, and refuses it or not, itself)."""
     if request.method != b"GET":

@@ -48,7 +48,7 @@ from .events import (
 )
 from .headcheck import HeadCheck, error_class
 from .machine import Machine
-from .request import Head, read_head, read_plain_head
+from .request import Head, UpgradeRequest, read_head, read_plain_head
 from .response import PHRASES, REASONS, BodyWriter, ResponseError, plain_response, write_head
 from .scope import http_scope, peer
 
@@ -464,9 +464,13 @@ class HTTPConnection(Machine):
         self.method = method
         self.http10 = http10 = head.http_version == b"1.0"
         self.keep_alive = not http10 and not head.close
-        if head.websocket and method == b"GET" and request is not None:
+        if head.websocket and method == b"GET":
             actions.append(CancelTimer(KEEP_ALIVE))
-            self._upgrade(request, actions)
+            if request is not None:
+                self._upgrade(request, actions)
+            else:  # read_plain_head read it, and nothing came after it
+                self.phase = Phase.CLOSED  # the WebSocket machine takes over
+                actions.append(Upgrade(UpgradeRequest(method, head.target, head.headers, head.http_version), b""))
             return False
         cycle = HTTPCycle(method, head.target, self.client_text)
         self.cycle = cycle

@@ -11,7 +11,9 @@ returns ``None`` for anything else, which then goes to h11 as it always did:
   bare ``LF`` line ends, obsolete line folding, a leading empty line, anything h11's
   grammar refuses: h11 reads it and raises its own error;
 - ``transfer-encoding``, a content-length other than zero or given twice: the body is
-  h11's to read; ``upgrade``: a WebSocket handshake is handed over with h11's event;
+  h11's to read; ``upgrade``, but for a plain WebSocket handshake (``GET``, one
+  ``upgrade: websocket``, ``connection: upgrade``), which is handed over as an
+  :class:`UpgradeRequest` with the fields h11's event would have;
 - a missing (HTTP/1.1) or repeated ``host``: h11's error answers it;
 - a control character in a header value: h11's grammar lets it through; the connection
   refuses the head before h11 reads it (``headcheck.HeadCheck``), so no app ever
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 
 import h11
 
-__all__ = ["REQUEST_LINE", "Head", "h11_internals", "read_head", "read_plain_head"]
+__all__ = ["REQUEST_LINE", "Head", "UpgradeRequest", "h11_internals", "read_head", "read_plain_head"]
 
 #: The pieces of h11's private modules this reader uses, and what each must be. h11 is
 #: pinned below its next minor version (pyproject.toml); this check makes a mismatch one
@@ -86,6 +88,16 @@ class Head(NamedTuple):
     content_length: bytes | None
     chunked: bool
     close: bool  #: ``connection: close``
+
+
+class UpgradeRequest(NamedTuple):
+    """A WebSocket handshake request read by :func:`read_plain_head`: the fields of h11's
+    ``Request`` the WebSocket machine reads."""
+
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]  #: names lowercased, as h11's
+    http_version: bytes
 
 
 #: The request headers read_head looks at.
@@ -150,12 +162,12 @@ _WHOLE_HEAD = re.compile(rf"{request_line}\r\n(?P<fields>(?:{_STRICT_FIELD}\r\n)
 #: Greedy and with no lazy part, so linear however long a run of whitespace is.
 _FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*)\r\n")
 
-_LENGTH, _H11, _CONNECTION, _HOST = 1, 2, 3, 4
+_LENGTH, _H11, _CONNECTION, _HOST, _UPGRADE = 1, 2, 3, 4, 5
 #: The fields read_plain_head looks at; _H11: the request is h11's to read.
 _NOTED = {
     b"content-length": _LENGTH,
     b"transfer-encoding": _H11,
-    b"upgrade": _H11,
+    b"upgrade": _UPGRADE,
     b"connection": _CONNECTION,
     b"host": _HOST,
 }
@@ -171,7 +183,8 @@ def read_plain_head(data: bytes) -> Head | None:
     append = headers.append
     size = len(method) + len(target) + 12
     hosts = 0
-    close = False
+    close = connection_upgrade = False
+    upgrade: bytes | None = None
     length: bytes | None = None
     noted = _NOTED.get
     for name, value in _FIELD.findall(fields):
@@ -188,12 +201,21 @@ def read_plain_head(data: bytes) -> Head | None:
                 return None
             length = value
         elif kind == _CONNECTION:
-            close = close or b"close" in _tokens(value)
+            tokens = _tokens(value)
+            close = close or b"close" in tokens
+            connection_upgrade = connection_upgrade or b"upgrade" in tokens
         elif kind == _HOST:
             hosts += 1
+        elif kind == _UPGRADE and upgrade is None:
+            upgrade = value
         else:
             return None
     # h11's Request: HTTP/1.1 needs exactly one host, any version at most one.
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         return None
+    if upgrade is not None:
+        # h11 proposes a switch for any upgrade; only a WebSocket handshake is read here.
+        if method != b"GET" or upgrade.lower() != b"websocket" or not connection_upgrade:
+            return None
+        return Head(method, target, version, headers, True, size, length, False, close)
     return Head(method, target, version, headers, False, size, length, False, close)

@@ -64,13 +64,14 @@ from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer,
 from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .handshake import Offer, accept_response, read_offer
 from .machine import Machine
+from .request import UpgradeRequest
 from .scope import peer, websocket_scope
 from .table import bad_field
 
 __all__ = ["WebSocketConnection"]
 
 
-def _check_version(request: h11.Request) -> None:
+def _check_version(request: h11.Request | UpgradeRequest) -> None:
     """RFC 6455 section 4.2.1, first of all: the request is HTTP/1.1 (h11 reads no later
     version). wsproto does not check it."""
     if request.http_version != b"1.1":
@@ -80,7 +81,7 @@ def _check_version(request: h11.Request) -> None:
         )
 
 
-def _check_key(request: h11.Request) -> None:
+def _check_key(request: h11.Request | UpgradeRequest) -> None:
     """What wsproto leaves unchecked of the key: there is one Sec-WebSocket-Key (RFC 6455
     section 11.3.1: it "MUST NOT appear more than once"; wsproto reads the last of
     several), the base64 of 16 bytes (wsproto only checks that it is there)."""
@@ -126,7 +127,7 @@ ABNORMAL = 1006
 class WebSocketConnection(Machine):
     def __init__(
         self,
-        request: h11.Request,
+        request: h11.Request | UpgradeRequest,
         trailing_data: bytes,
         *,
         client: tuple[str, int] | None,

@@ -122,6 +122,12 @@ noted = st.one_of(
             b"Content-Length: +0\r\n",
             b"Transfer-Encoding: chunked\r\n",
             b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            b"Upgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n",
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n",
+            b"Upgrade: websocket\r\nConnection: close, upgrade\r\n",
+            b"Upgrade: websocket\r\nUpgrade: h2c\r\nConnection: upgrade\r\n",
+            b"Upgrade: websocket\r\n",
             b"Upgrade: h2c\r\n",
             b"Upgrade:\r\n",
             b"Expect: 100-continue\r\n",
@@ -318,7 +324,10 @@ def test_plain_heads_are_read_without_h11(data: bytes) -> None:
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",  # a body follows
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",  # h11 merges
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",  # not WebSocket
+        b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",  # h11 proposes a switch anyway
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",  # no host
         b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
@@ -329,6 +338,24 @@ def test_plain_heads_are_read_without_h11(data: bytes) -> None:
 )
 def test_other_heads_are_left_to_h11(data: bytes) -> None:
     assert read_plain_head(data) is None
+
+
+def test_a_plain_websocket_handshake_is_read_and_handed_over_with_h11s_fields() -> None:
+    data = (
+        b"GET /ws/?a=1 HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = read_plain_head(data)
+    assert head is not None and head.websocket
+    upgrades = {}
+    for fast in (True, False):
+        machine = HTTPConnection(client=CLIENT, server=SERVER, fast_heads=fast)
+        machine.start()
+        [upgrade] = [a for a in machine.receive_data(data) if type(a) is Upgrade]
+        request = upgrade.request
+        upgrades[fast] = (request.method, request.target, request.http_version, list(request.headers))
+        assert upgrade.trailing_data == b"" and machine.closed
+    assert upgrades[True] == upgrades[False]
     for more in MORE:
         assert trace(data, True, {}, more) == trace(data, False, {}, more)
 
