@@ -115,9 +115,9 @@ class HTTPConnection(Machine):
         fast_heads: bool = True,
         draining: bool = False,
     ) -> None:
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
-        #: No bytes were given to self.h11 yet: a plain head may be read without it.
-        self.h11_unfed = True
+        #: The h11 connection reading the current request; made when bytes go to h11 (None
+        #: while no bytes did: a plain head may be read without it).
+        self.h11: h11.Connection | None = None
         #: read_plain_head reads plain request heads (off only to compare with h11 alone).
         self.fast_heads = fast_heads
         self.max_incomplete_event_size = max_incomplete_event_size
@@ -155,6 +155,12 @@ class HTTPConnection(Machine):
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
 
+    @property
+    def h11_unfed(self) -> bool:
+        """No bytes were given to h11 since the last request: a plain head may be read
+        without it."""
+        return self.h11 is None
+
     # -- inputs --------------------------------------------------------------------------
     def start(self) -> list[Action]:
         """The connection was made."""
@@ -164,17 +170,19 @@ class HTTPConnection(Machine):
         if self.phase is Phase.CLOSED:
             return []
         if self.cycle is None:  # a request head is (or may be) arriving
-            if self.h11_unfed and self.fast_heads and len(data) <= self.max_incomplete_event_size:
+            if self.h11 is None and self.fast_heads and len(data) <= self.max_incomplete_event_size:
                 head = read_plain_head(data)
                 if head is not None:
                     actions: list[Action] = []
                     self._request(head, actions)
                     return actions
-            error = self.head_check.error(data, None if self.h11_unfed else self.h11)
+            error = self.head_check.error(data, self.h11)
             if error is not None:
                 return self._bad_request(error, [])
-        self.h11_unfed = False
-        self.h11.receive_data(data)
+        h11conn = self.h11
+        if h11conn is None:
+            h11conn = self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
+        h11conn.receive_data(data)
         return self._next_events([])
 
     def eof(self) -> list[Action]:
@@ -189,8 +197,9 @@ class HTTPConnection(Machine):
         return actions
 
     def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
-        if cycle is self.cycle and self.phase is Phase.BODY and self.h11.they_are_waiting_for_100_continue:
-            return [Write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
+        h11conn = self.h11  # a request with a body is read by h11
+        if cycle is self.cycle and self.phase is Phase.BODY and h11conn and h11conn.they_are_waiting_for_100_continue:
+            return [Write(h11conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
         return []
 
     def app_send(self, cycle: HTTPCycle, message: Any) -> list[Action]:
@@ -320,7 +329,8 @@ class HTTPConnection(Machine):
         instead, and its request is answered with ``connection: close``."""
         self.draining = True
         if self.phase is Phase.IDLE:
-            if self.requests_started and not self.h11.trailing_data[0] and not self.head_check.tail:
+            buffered = self.h11 is not None and self.h11.trailing_data[0]
+            if self.requests_started and not buffered and not self.head_check.tail:
                 return self._close()
             return [SetTimer(KEEP_ALIVE, min(self.keep_alive_timeout, 1.0))]
         return []
@@ -363,14 +373,15 @@ class HTTPConnection(Machine):
         if self.keep_alive and self.phase in _READ and not self.draining:
             self.phase = Phase.IDLE
             actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
-            if self.h11_unfed:
+            if old is None:
                 return  # read_plain_head read the request; h11 has not been used
             # The next request is read by a fresh h11 connection given the bytes after this
-            # one: h11 parses requests here, the responses are written by write_head.
+            # one (h11 parses requests here, the responses are written by write_head), made
+            # when bytes come.
             trailing, closed = old.trailing_data
-            self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
-            self.h11_unfed = not (trailing or closed)
+            self.h11 = None
             if trailing or closed:
+                self.h11 = new = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_incomplete_event_size)
                 # a pipelined request's head (the new h11 connection has not been fed)
                 error = self.head_check.error(bytes(trailing), None) if trailing else None
                 if error is not None:
@@ -409,6 +420,7 @@ class HTTPConnection(Machine):
         if self.phase in _READ:
             return actions  # bytes after the request wait in h11 until the response is done
         h11conn = self.h11
+        assert h11conn is not None  # called once bytes went to h11
         body: list[bytes] = []
         while True:
             try:
@@ -541,6 +553,7 @@ class HTTPConnection(Machine):
 
     def _upgrade(self, request: h11.Request, actions: list[Action]) -> list[Action]:
         h11conn = self.h11
+        assert h11conn is not None  # it read the request
         # A GET has no body: the next events are EndOfMessage, then PAUSED while the
         # switch is proposed. Whatever the client sent after the request is ours.
         while True:
