@@ -636,7 +636,8 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
         for workload in workloads:
             value = ratio(cs.get(workload), cells.get(other, {}).get(workload))
             if value is not None:
-                out.append(f"  channelserver / {other:<26} {UNITS[workload]:<14} {value:5.2f}x")
+                what = workload if workload in CHANNELS_WORKLOADS else UNITS[workload]
+                out.append(f"  channelserver / {other:<26} {what:<14} {value:5.2f}x")
     out.extend(decomposition(cells))
     out.extend(before_after(results))
     shares = []
@@ -1112,7 +1113,7 @@ def profile(args: argparse.Namespace) -> int:
     entries: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for _, _, tt, _, _ in entries.values())
     emit(
-        f"channelserver ({spec.loop}) under cProfile ({args.profile_timer} clock), {workload}: {ops} {UNITS[workload]}s in {result['wall']:.1f}s; "
+        f"channelserver ({spec.loop}) under cProfile ({args.profile_timer} clock), {workload}: {ops} x {UNITS[workload]} in {result['wall']:.1f}s; "
         f"{result['server_cpu'] / ops * 1e6:.1f} us CPU per op with the profiler on "
         f"({total / ops * 1e6:.1f} us of it inside profiled functions)"
     )

@@ -6,6 +6,8 @@ workloads of ``bench/run.py`` (``bench.djproject.asgi:application``).
   ``DEBUG = False`` and ``ALLOWED_HOSTS = ["*"]``. Two channel layers: ``default`` is
   ``InMemoryChannelLayer``; ``redis`` is ``RedisPubSubChannelLayer`` on ``BENCH_REDIS_URL``
   (configured only when that variable is set: the harness starts a redis-server of its own).
+  ``BENCH_DJANGO_MIDDLEWARE=none`` in the environment of ``bench/run.py`` drops the
+  middleware (Django runs each middleware hook of an async request in a thread).
 - ``views.py``: one async view answering a small ``HttpResponse`` at ``/``.
 - ``consumers.py``: ``AsyncWebsocketConsumer`` subclasses: echo, connect-and-accept, and a
   group fan-out (subscribers ``group_add`` on connect; a trigger connection's message is

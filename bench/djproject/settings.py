@@ -30,6 +30,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Each of them runs its hooks through sync_to_async in an async request (a thread hop per
+# hook): BENCH_DJANGO_MIDDLEWARE=none measures the view without them.
+if os.environ.get("BENCH_DJANGO_MIDDLEWARE") == "none":
+    MIDDLEWARE = []
 
 ROOT_URLCONF = "bench.djproject.urls"
 ASGI_APPLICATION = "bench.djproject.asgi.application"
