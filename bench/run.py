@@ -716,7 +716,10 @@ QUICK = Plan(reps=3, seconds=0.5, warmup_seconds=0.2, warmup_ops=200, parser_sec
 
 def versions() -> dict[str, str]:
     found = {}
-    for dist in ("channelserver", "h11", "wsproto", "uvicorn", "daphne", "twisted", "autobahn", "uvloop", "psutil"):
+    for dist in (
+        *("channelserver", "h11", "wsproto", "uvicorn", "daphne", "twisted", "autobahn", "uvloop", "psutil"),
+        *("httptools", "websockets", "granian", "django", "channels", "channels-redis", "redis"),
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[dist] = metadata.version(dist)
     return found
