@@ -23,6 +23,10 @@ reads it (and names the error, if it is one) as it always did:
 - the connection takes it now (the ``deliver`` callback says: after a close has begun,
   wsproto reads it, and drops it or fails the connection as it would have).
 
+A whole masked close frame is handed to the ``close`` callback, which reads it as wsproto
+would (its code and reason) or declines it (a code or reason wsproto fails, a close the
+connection did not expect now): wsproto then reads it.
+
 wsproto fails an unknown opcode and a control frame longer than 125 bytes on its first
 two bytes, before any length bytes: those are handed over at once, with all that follows
 (wsproto fails the connection); any other frame is handed over once its length
@@ -46,9 +50,10 @@ FAST_MAX = 65535
 #: arrives in pieces streams through wsproto (holding it would copy it again with every piece).
 WAIT_MAX = 4096
 
-#: The first byte of a whole text and a whole binary frame: FIN and the opcode.
+#: The first byte of a whole text, binary and close frame: FIN and the opcode.
 TEXT = 0x81
 BINARY = 0x82
+CLOSE = 0x88
 
 #: Opcodes RFC 6455 defines: continuation, text, binary, close, ping, pong.
 _OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
@@ -82,22 +87,26 @@ class FrameReader:
 
     ``deliver(payload)`` gets the ``str`` or ``bytes`` of a whole frame read here and
     returns False when the connection cannot take it now (the frame then goes to
-    wsproto). ``to_wsproto(data)`` hands bytes to wsproto, acts on its events and returns
-    True once the connection is closed: nothing more is read.
+    wsproto). ``close(payload)`` gets the unmasked payload of a whole close frame and
+    returns True once it closed the connection (else the frame goes to wsproto).
+    ``to_wsproto(data)`` hands bytes to wsproto, acts on its events and returns True once
+    the connection is closed: nothing more is read.
     """
 
-    __slots__ = ("deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
+    __slots__ = ("close", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
 
     def __init__(
         self,
         limit: int,
         deliver: Callable[[str | bytes], bool],
         to_wsproto: Callable[[bytes], bool],
+        close: Callable[[bytes], bool],
     ) -> None:
         #: Largest payload read here: the message size limit, at most FAST_MAX.
         self.limit = min(limit, FAST_MAX)
         self.deliver = deliver
         self.to_wsproto = to_wsproto
+        self.close = close
         #: Bytes wsproto still needs for the frame it is reading (0: at a frame boundary).
         self.owed = 0
         #: A fragmented message is open in wsproto.
@@ -169,6 +178,9 @@ class FrameReader:
                 elif first == BINARY and total <= WAIT_MAX:
                     self.partial = data[i:]  # wait for the rest of this small frame
                     return
+            elif first == CLOSE and plain and end - i >= total:  # a whole close frame (<= 125 bytes)
+                if self.close(unmask(data[start - 4 : start], data[start : i + total])):
+                    return  # closed: nothing more is read
             elif opcode < 0x8:  # data frames open or close a fragmented message
                 self.fragmented = not first & 0x80
             # This frame, or what has come of it, goes to wsproto; the rest is owed.

@@ -46,6 +46,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
@@ -62,6 +63,7 @@ from .asgi_websocket import (
 )
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
+from .frames import CLOSE as CLOSE_FRAME
 from .handshake import Offer, accept_response, read_offer
 from .machine import Machine
 from .request import UpgradeRequest
@@ -122,6 +124,10 @@ PONG = "pong_deadline"
 CLOSE = "close_handshake"
 
 ABNORMAL = 1006
+#: The close codes wsproto accepts from a peer below 3000 (its CloseReason members), and
+#: those it refuses as local-only.
+_KNOWN = frozenset(int(code) for code in CloseReason)
+_LOCAL_ONLY = frozenset(int(code) for code in LOCAL_ONLY_CLOSE_REASONS)
 
 
 class WebSocketConnection(Machine):
@@ -484,7 +490,7 @@ class WebSocketConnection(Machine):
         # writes those instead of wsproto's general path.
         if self.fast_frames and not any(ext.enabled() for ext in extensions):
             self.plain_frames = True
-            self.reader = FrameReader(self.max_size, self._deliver_plain, self._to_wsproto)
+            self.reader = FrameReader(self.max_size, self._deliver_plain, self._to_wsproto, self._peer_closed)
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -528,7 +534,7 @@ class WebSocketConnection(Machine):
         if text is not None:
             if not isinstance(text, str):
                 raise bad_field("websocket.send", "text", "a str", text, self.cycle.where)
-            if ws.state is not ConnectionState.OPEN:
+            if ws.state is not ConnectionState.OPEN or self.phase is Phase.CLOSED:
                 return []
             if self.plain_frames:
                 return [Write(plain_frame(TEXT, text.encode()))]
@@ -538,7 +544,7 @@ class WebSocketConnection(Machine):
             raise ASGIProtocolError(f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})")
         if not isinstance(data, (bytes, bytearray)):
             raise bad_field("websocket.send", "bytes", "bytes", data, self.cycle.where)
-        if ws.state is not ConnectionState.OPEN:
+        if ws.state is not ConnectionState.OPEN or self.phase is Phase.CLOSED:
             return []
         if self.plain_frames:
             return [Write(plain_frame(BINARY, bytes(data)))]
@@ -585,6 +591,34 @@ class WebSocketConnection(Machine):
         self._out.append(Deliver(cycle, {"type": "websocket.receive", key: payload}))
         return True
 
+    def _peer_closed(self, payload: bytes) -> bool:
+        """A whole close frame the reader read: while open, read its code and reason as
+        wsproto's ``_process_close`` does, and act as ``_events`` does on the
+        ``CloseConnection`` wsproto would give (echo it, tell the app, close). False (the
+        frame goes to wsproto) for what wsproto would fail or read in another state."""
+        ws = self.ws
+        assert ws is not None
+        if ws.state is not ConnectionState.OPEN:
+            return False
+        if not payload:
+            code, reason = 1005, ""
+        else:
+            if len(payload) == 1:
+                return False
+            code = (payload[0] << 8) | payload[1]
+            if not 1000 <= code <= 4999 or code in _LOCAL_ONLY or (code <= 2999 and code not in _KNOWN):
+                return False
+            try:
+                reason = payload[2:].decode()
+            except UnicodeDecodeError:
+                return False
+        # wsproto echoes the code and reason, which are these bytes again (1005: no code).
+        actions = self._out
+        actions.append(Write(plain_frame(CLOSE_FRAME, payload)))
+        self._peer_gone(actions, code, reason)
+        actions.extend(self._drop())
+        return True
+
     def _to_wsproto(self, data: bytes) -> bool:
         """The reader hands wsproto bytes: act on its events; True once closed."""
         ws = self.ws
@@ -628,7 +662,7 @@ class WebSocketConnection(Machine):
                 self.awaiting_pong = False
                 actions.append(CancelTimer(PONG))
             elif etype is CloseConnection:
-                code: int = event.code  # type: ignore[attr-defined]
+                code: int = int(event.code)  # type: ignore[attr-defined]  # an IntEnum from wsproto; apps get an int
                 reason: str = event.reason or ""  # type: ignore[attr-defined]
                 if ws.state is ConnectionState.REMOTE_CLOSING:
                     # The peer started the close: echo it, then drop the socket.

@@ -440,10 +440,15 @@ class Recorder:
     def __init__(self, limit: int = 1 << 20) -> None:
         self.delivered: list[str | bytes] = []
         self.handed: list[bytes] = []
-        self.reader = FrameReader(limit, self.deliver, self.to_wsproto)
+        self.closes: list[bytes] = []
+        self.reader = FrameReader(limit, self.deliver, self.to_wsproto, self.close)
 
     def deliver(self, payload: str | bytes) -> bool:
         self.delivered.append(payload)
+        return True
+
+    def close(self, payload: bytes) -> bool:
+        self.closes.append(payload)
         return True
 
     def to_wsproto(self, data: bytes) -> bool:
@@ -582,3 +587,47 @@ def test_with_fast_frames_off_wsproto_reads_and_writes_every_frame(monkeypatch: 
     [write] = conn.app_send(conn.cycle, {"type": "websocket.send", "text": "hi"})
     assert [type(e) for e in sent] == [TextMessage]
     assert write == Write(plain_frame(0x81, b"hi"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "read_here"),
+    [
+        (b"", True),  # no code: 1005 to the app, an empty close echoed
+        ((1000).to_bytes(2, "big"), True),
+        ((1001).to_bytes(2, "big") + "bye é".encode(), True),
+        ((4999).to_bytes(2, "big") + b"x" * 123, True),
+        ((3000).to_bytes(2, "big"), True),
+        (b"\x03", False),  # one byte: wsproto fails it (1002)
+        ((999).to_bytes(2, "big"), False),
+        ((1004).to_bytes(2, "big"), False),  # reserved
+        ((1005).to_bytes(2, "big"), False),  # local only
+        ((1006).to_bytes(2, "big"), False),
+        ((1016).to_bytes(2, "big"), False),  # unknown below 3000
+        ((5000).to_bytes(2, "big"), False),
+        ((1000).to_bytes(2, "big") + b"\xff", False),  # reason not UTF-8: 1007
+    ],
+)
+def test_a_whole_close_frame_is_read_here_when_wsproto_would_read_it_without_error(
+    payload: bytes, read_here: bool
+) -> None:
+    """A close frame the reader hands to the connection is read as wsproto reads it, the
+    same actions both ways; one wsproto fails goes to wsproto."""
+    data = build(0x1, TEXT5) + build(0x8, payload)
+    assert trace(Case([data]), True) == trace(Case([data]), False)
+    conn = WebSocketConnection(REQUEST, b"", client=CLIENT, server=SERVER, ping_interval=None)
+    conn.start()
+    conn.app_send(conn.cycle, {"type": "websocket.accept"})
+    ws = conn.ws
+    assert ws is not None
+    handed: list[bytes] = []
+    real = ws.receive_data
+    ws.receive_data = lambda data: handed.append(data) or real(data)  # type: ignore[method-assign]
+    actions = conn.receive_data(data)
+    assert (handed == []) is read_here
+    if read_here:
+        [disconnect] = [
+            a.message for a in actions if type(a) is Deliver and a.message["type"] == "websocket.disconnect"
+        ]
+        assert type(disconnect["code"]) is int
+        assert Write(plain_frame(0x88, payload)) in actions, "the close is echoed"
+        assert conn.closed
