@@ -89,9 +89,12 @@ class Phase(enum.Enum):
     CLOSED = "CLOSED"
 
 
-_READING = frozenset({Phase.BODY, Phase.BODY_RESPONDING})
-_RESPONDING = frozenset({Phase.BODY_RESPONDING, Phase.RESPONDING})
-_READ = frozenset({Phase.HANDLING, Phase.RESPONDING})
+# The phases by name, looked up once (the machine reads them on every request).
+P_IDLE, P_BODY, P_BODY_RESPONDING = Phase.IDLE, Phase.BODY, Phase.BODY_RESPONDING
+P_HANDLING, P_RESPONDING, P_CLOSED = Phase.HANDLING, Phase.RESPONDING, Phase.CLOSED
+_READING = frozenset({P_BODY, P_BODY_RESPONDING})
+_RESPONDING = frozenset({P_BODY_RESPONDING, P_RESPONDING})
+_READ = frozenset({P_HANDLING, P_RESPONDING})
 
 
 class HTTPConnection(Machine):
@@ -146,14 +149,14 @@ class HTTPConnection(Machine):
         self.keep_alive = True
         #: Frames the current response's body; set once its head is written.
         self.writer: BodyWriter | None = None
-        self.phase = Phase.IDLE
+        self.phase = P_IDLE
         #: The server drains (:meth:`shutdown`): requests are answered with
         #: ``connection: close``.
         self.draining = draining
 
     @property
     def closed(self) -> bool:
-        return self.phase is Phase.CLOSED
+        return self.phase is P_CLOSED
 
     @property
     def h11_unfed(self) -> bool:
@@ -167,7 +170,7 @@ class HTTPConnection(Machine):
         return [SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
 
     def receive_data(self, data: bytes) -> list[Action]:
-        if self.phase is Phase.CLOSED:
+        if self.phase is P_CLOSED:
             return []
         if self.cycle is None:  # a request head is (or may be) arriving
             if self.h11 is None and self.fast_heads and len(data) <= self.max_incomplete_event_size:
@@ -191,14 +194,14 @@ class HTTPConnection(Machine):
         cycle = self.cycle
         if cycle is not None and cycle.disconnect():
             actions.append(Deliver(cycle, _DISCONNECT))
-        if self.phase is not Phase.CLOSED:
-            self.phase = Phase.CLOSED
+        if self.phase is not P_CLOSED:
+            self.phase = P_CLOSED
             actions.append(CloseTransport())
         return actions
 
     def app_wants_body(self, cycle: HTTPCycle) -> list[Action]:
         h11conn = self.h11  # a request with a body is read by h11
-        if cycle is self.cycle and self.phase is Phase.BODY and h11conn and h11conn.they_are_waiting_for_100_continue:
+        if cycle is self.cycle and self.phase is P_BODY and h11conn and h11conn.they_are_waiting_for_100_continue:
             return [Write(h11conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")]
         return []
 
@@ -227,13 +230,14 @@ class HTTPConnection(Machine):
                 if pending is not None:
                     cycle.pending_start = pending
                     self.writer = None
-                    self.phase = Phase.BODY if self.phase is Phase.BODY_RESPONDING else Phase.HANDLING
+                    self.phase = P_BODY if self.phase is P_BODY_RESPONDING else P_HANDLING
                     self.keep_alive = keep_alive
                 short = ""
                 if not more and writer.length is not None and len(body) < writer.length:
                     short = ": the body is shorter than the content-length header says"
                 raise ASGIProtocolError(f"http.response.body: {exc}{short} ({cycle.where})") from None
-        cycle.commit(new_state)
+        if new_state is not cycle.state:  # the last body part: COMPLETE
+            cycle.commit(new_state)
         if not more:
             actions: list[Action] = [Write(head + data if head else data), Deliver(cycle, _DISCONNECT)]
             self._response_complete(actions)
@@ -304,7 +308,7 @@ class HTTPConnection(Machine):
 
     def timer_fired(self, name: str) -> list[Action]:
         phase = self.phase
-        if name == KEEP_ALIVE and phase is Phase.IDLE:
+        if name == KEEP_ALIVE and phase is P_IDLE:
             return self._close()
         if name == BODY and phase in _READING:
             # The body stopped arriving: the slow-body form of slowloris.
@@ -313,7 +317,7 @@ class HTTPConnection(Machine):
             cycle = self.cycle
             if cycle is not None and cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if phase is Phase.BODY:
+            if phase is P_BODY:
                 actions.append(Write(self._error_bytes(408, f"Request Timeout: {why}\n")))
             self.cycle = None
             actions.extend(self._close())
@@ -328,7 +332,7 @@ class HTTPConnection(Machine):
         buffered) is not idle: its request may be on the wire. It gets a short timer
         instead, and its request is answered with ``connection: close``."""
         self.draining = True
-        if self.phase is Phase.IDLE:
+        if self.phase is P_IDLE:
             buffered = self.h11 is not None and self.h11.trailing_data[0]
             if self.requests_started and not buffered and not self.head_check.tail:
                 return self._close()
@@ -337,9 +341,9 @@ class HTTPConnection(Machine):
 
     # -- internals -----------------------------------------------------------------------
     def _close(self) -> list[Action]:
-        if self.phase is Phase.CLOSED:
+        if self.phase is P_CLOSED:
             return []
-        self.phase = Phase.CLOSED
+        self.phase = P_CLOSED
         return [CloseTransport()]
 
     def _send_head(
@@ -363,7 +367,7 @@ class HTTPConnection(Machine):
         except ResponseError as exc:
             cycle.event(HEAD_REFUSED)
             raise ASGIProtocolError(f"http.response.start: {exc} ({cycle.where})") from None
-        self.phase = Phase.BODY_RESPONDING if self.phase is Phase.BODY else Phase.RESPONDING
+        self.phase = P_BODY_RESPONDING if self.phase is P_BODY else P_RESPONDING
         return head
 
     def _response_complete(self, actions: list[Action]) -> None:
@@ -371,7 +375,7 @@ class HTTPConnection(Machine):
         self.cycle = None
         self.writer = None
         if self.keep_alive and self.phase in _READ and not self.draining:
-            self.phase = Phase.IDLE
+            self.phase = P_IDLE
             actions.append(SetTimer(KEEP_ALIVE, self.keep_alive_timeout))
             if old is None:
                 return  # read_plain_head read the request; h11 has not been used
@@ -436,7 +440,7 @@ class HTTPConnection(Machine):
                 body.append(chunk)
             elif etype is h11.EndOfMessage:
                 cycle = self.cycle
-                self.phase = Phase.RESPONDING if self.phase is Phase.BODY_RESPONDING else Phase.HANDLING
+                self.phase = P_RESPONDING if self.phase is P_BODY_RESPONDING else P_HANDLING
                 if cycle is not None:
                     data = b"".join(body) if len(body) != 1 else bytes(body[0])
                     actions.append(Deliver(cycle, {"type": "http.request", "body": data, "more_body": False}))
@@ -465,7 +469,9 @@ class HTTPConnection(Machine):
         """A request head was read (by h11, ``request``, or by read_plain_head): start its
         cycle and app. True if its body is to be read next."""
         # A head was read: the head checks start afresh with the next one.
-        self.head_check.reset()
+        check = self.head_check
+        if check.tail or check.line_read:  # a head that came in pieces was checked
+            check.reset()
         refusal = self._refuse_request(head)
         if refusal is not None:
             self._refuse(*refusal, actions)
@@ -481,7 +487,7 @@ class HTTPConnection(Machine):
             if request is not None:
                 self._upgrade(request, actions)
             else:  # read_plain_head read it, and nothing came after it
-                self.phase = Phase.CLOSED  # the WebSocket machine takes over
+                self.phase = P_CLOSED  # the WebSocket machine takes over
                 actions.append(Upgrade(UpgradeRequest(method, head.target, head.headers, head.http_version), b""))
             return False
         cycle = HTTPCycle(method, head.target, self.client_text)
@@ -500,15 +506,15 @@ class HTTPConnection(Machine):
         )
         actions.append(CancelTimer(KEEP_ALIVE))
         actions.append(StartApp(cycle, scope))
-        self.phase = Phase.BODY
         length = head.content_length
         if not head.chunked and (length is None or not int(length)):
             # No body (RFC 9112 6.3): the request ends with its head. h11's EndOfMessage
             # would consume nothing; the next request is read from the bytes after the
             # head by a fresh h11 connection.
-            self.phase = Phase.HANDLING
+            self.phase = P_HANDLING
             actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
             return False
+        self.phase = P_BODY
         return True
 
     def _refuse_request(self, head: Head) -> tuple[int, str] | None:
@@ -545,7 +551,7 @@ class HTTPConnection(Machine):
         if cycle is not None:
             if cycle.disconnect():
                 actions.append(Deliver(cycle, _DISCONNECT))
-            if self.phase is Phase.BODY:  # nothing of the response written yet
+            if self.phase is P_BODY:  # nothing of the response written yet
                 actions.append(Write(self._error_bytes(413, f"Content Too Large: {why}\n")))
         self.cycle = None
         actions.extend(self._close())
@@ -564,6 +570,6 @@ class HTTPConnection(Machine):
             if event is h11.PAUSED or event is h11.NEED_DATA:
                 break
         trailing, _closed = h11conn.trailing_data
-        self.phase = Phase.CLOSED  # this machine is done; the WebSocket machine takes over
+        self.phase = P_CLOSED  # this machine is done; the WebSocket machine takes over
         actions.append(Upgrade(request, bytes(trailing)))
         return actions

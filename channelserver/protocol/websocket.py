@@ -118,6 +118,9 @@ class Phase(enum.Enum):
     CLOSED = "CLOSED"
 
 
+_OPEN = Phase.OPEN
+_WS_OPEN = ConnectionState.OPEN
+
 HANDSHAKE = "handshake"
 PING = "ping"
 PONG = "pong_deadline"
@@ -260,13 +263,10 @@ class WebSocketConnection(Machine):
 
     def receive_data(self, data: bytes) -> list[Action]:
         phase = self.phase
-        if phase is Phase.CLOSED:
+        if phase is not _OPEN:
+            if phase is Phase.HANDSHAKE:
+                self.held += data
             return []  # after the close handshake (or a failure) whatever comes is ignored
-        if phase is Phase.HANDSHAKE:
-            self.held += data
-            return []
-        ws = self.ws
-        assert ws is not None
         self.heard = True
         reader = self.reader
         if reader is not None:
@@ -274,6 +274,8 @@ class WebSocketConnection(Machine):
             self._out = actions
             reader.feed(data)
             return actions
+        ws = self.ws
+        assert ws is not None
         ws.receive_data(data)
         return self._events([])
 
@@ -534,7 +536,7 @@ class WebSocketConnection(Machine):
         if text is not None:
             if not isinstance(text, str):
                 raise bad_field("websocket.send", "text", "a str", text, self.cycle.where)
-            if ws.state is not ConnectionState.OPEN or self.phase is Phase.CLOSED:
+            if self.phase is not _OPEN or ws.state is not _WS_OPEN:
                 return []
             if self.plain_frames:
                 return [Write(plain_frame(TEXT, text.encode()))]
@@ -544,7 +546,7 @@ class WebSocketConnection(Machine):
             raise ASGIProtocolError(f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})")
         if not isinstance(data, (bytes, bytearray)):
             raise bad_field("websocket.send", "bytes", "bytes", data, self.cycle.where)
-        if ws.state is not ConnectionState.OPEN or self.phase is Phase.CLOSED:
+        if self.phase is not _OPEN or ws.state is not _WS_OPEN:
             return []
         if self.plain_frames:
             return [Write(plain_frame(BINARY, bytes(data)))]

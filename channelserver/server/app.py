@@ -177,19 +177,14 @@ class AppInstance:
                 self.host.run(actions)
             while not queue:
                 waiter = self.host.loop.create_future()
-                if self.waiter is None:
+                if self.waiter is None:  # the usual case: one task receives
                     self.waiter = waiter
-                else:  # another task of the app waits in receive() too: each is woken
-                    if self.more_waiters is None:
-                        self.more_waiters = []
-                    self.more_waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if self.waiter is waiter:
+                    try:
+                        await waiter
+                    finally:
                         self.waiter = None
-                    else:
-                        self.more_waiters.remove(waiter)  # type: ignore[union-attr]
+                else:
+                    await self._wait_beside(waiter)
                 if not queue:
                     last = self.last  # another receive() took the disconnect
                     if last is not None and last["type"] in _DISCONNECTS:
@@ -207,6 +202,18 @@ class AppInstance:
             if self.queued_bytes < settings.read_low_water and len(queue) < settings.queue_high_water:
                 host.resume_input()
         return message
+
+    async def _wait_beside(self, waiter: asyncio.Future[None]) -> None:
+        """Another task of the app waits in receive() too (a disconnect watcher beside a
+        reader): each is woken by deliver()."""
+        more = self.more_waiters
+        if more is None:
+            more = self.more_waiters = []
+        more.append(waiter)
+        try:
+            await waiter
+        finally:
+            more.remove(waiter)
 
     async def send(self, message: dict[str, Any]) -> None:
         try:

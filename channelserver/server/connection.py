@@ -183,9 +183,11 @@ class ConnectionProtocol(asyncio.Protocol):
                 if not self.lost and action.data:
                     self.transport.write(action.data)  # type: ignore[union-attr]
             elif kind is Deliver:
-                instance = self.instances.get(action.cycle)
-                if instance is not None:
-                    instance.deliver(action.message)
+                try:
+                    instance = self.instances[action.cycle]
+                except KeyError:  # its app instance has finished
+                    continue
+                instance.deliver(action.message)
             elif kind is StartApp:
                 self._start_app(action.cycle, action.scope)
             elif kind is SetTimer:
