@@ -108,7 +108,12 @@ class Link:
             elif isinstance(action, Upgrade):
                 self.upgrades.append(action)
                 http = self.machine
-                options = {"scheme": http.scheme, "root_path": http.root_path, "state": http.scope_state, **self.ws_options}
+                options = {
+                    "scheme": http.scheme,
+                    "root_path": http.root_path,
+                    "state": http.scope_state,
+                    **self.ws_options,
+                }
                 self.machine = WebSocketConnection(
                     action.request, action.trailing_data, client=CLIENT, server=SERVER, **options
                 )
