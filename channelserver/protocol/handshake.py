@@ -14,26 +14,33 @@ connection already read:
   by wsproto's own ``server_extensions_handshake``, then the extra headers, serialized as
   h11 serializes an informational response.
 
-Each returns None for what it does not handle exactly as wsproto does (a request wsproto
-refuses, or would read differently; an extra header h11 would refuse or rewrite): the
-caller then hands that handshake to wsproto, which answers as it always did. Every
-refusal is wsproto's. ``tests/unit/protocol/test_handshake.py`` proves the same offer and
+:func:`check_version` and :func:`check_key` are what wsproto leaves unchecked of RFC
+6455: the request is HTTP/1.1, with one well-formed key; they raise wsproto's
+``RemoteProtocolError`` so that the refusal is written as wsproto writes its own.
+
+:func:`read_offer` and :func:`accept_response` each return None for what they do not
+handle exactly as wsproto does (a request wsproto refuses, or would read differently; an
+extra header h11 would refuse or rewrite): the caller then hands that handshake to
+wsproto, which answers as it always did. Every refusal is written by wsproto. ``tests/unit/protocol/test_handshake.py`` proves the same offer and
 the same bytes as wsproto for any request and any accept.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import NamedTuple
 
 import h11
+from wsproto.events import RejectConnection
 from wsproto.extensions import Extension
 from wsproto.handshake import server_extensions_handshake
-from wsproto.utilities import generate_accept_token, split_comma_header
+from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
 from .request import UpgradeRequest
 from .response import FIELD_VALUE, TOKEN
 
-__all__ = ["Offer", "accept_response", "read_offer"]
+__all__ = ["Offer", "accept_response", "check_key", "check_version", "read_offer"]
 
 
 class Offer(NamedTuple):
@@ -127,3 +134,31 @@ def accept_response(
         head += [name, b": ", value, b"\r\n"]
     head.append(b"\r\n")
     return b"".join(head)
+
+
+def check_version(request: h11.Request | UpgradeRequest) -> None:
+    """RFC 6455 section 4.2.1, first of all: the request is HTTP/1.1 (h11 reads no later
+    version). wsproto does not check it."""
+    if request.http_version != b"1.1":
+        version = request.http_version.decode("ascii", "replace")
+        raise RemoteProtocolError(
+            f"a WebSocket handshake must be HTTP/1.1, not HTTP/{version}", event_hint=RejectConnection()
+        )
+
+
+def check_key(request: h11.Request | UpgradeRequest) -> None:
+    """What wsproto leaves unchecked of the key: there is one Sec-WebSocket-Key (RFC 6455
+    section 11.3.1: it "MUST NOT appear more than once"; wsproto reads the last of
+    several), the base64 of 16 bytes (wsproto only checks that it is there)."""
+    keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
+    if len(keys) > 1:
+        raise RemoteProtocolError(
+            f"Sec-WebSocket-Key is given {len(keys)} times; a handshake has one", event_hint=RejectConnection()
+        )
+    for value in keys:
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 16:
+            raise RemoteProtocolError("Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection())

@@ -27,8 +27,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 from typing import Any
 
@@ -64,41 +62,13 @@ from .asgi_websocket import (
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .frames import CLOSE as CLOSE_FRAME
-from .handshake import Offer, accept_response, read_offer
+from .handshake import Offer, accept_response, check_key, check_version, read_offer
 from .machine import Machine
 from .request import UpgradeRequest
 from .scope import peer, websocket_scope
 from .table import bad_field
 
 __all__ = ["WebSocketConnection"]
-
-
-def _check_version(request: h11.Request | UpgradeRequest) -> None:
-    """RFC 6455 section 4.2.1, first of all: the request is HTTP/1.1 (h11 reads no later
-    version). wsproto does not check it."""
-    if request.http_version != b"1.1":
-        version = request.http_version.decode("ascii", "replace")
-        raise RemoteProtocolError(
-            f"a WebSocket handshake must be HTTP/1.1, not HTTP/{version}", event_hint=RejectConnection()
-        )
-
-
-def _check_key(request: h11.Request | UpgradeRequest) -> None:
-    """What wsproto leaves unchecked of the key: there is one Sec-WebSocket-Key (RFC 6455
-    section 11.3.1: it "MUST NOT appear more than once"; wsproto reads the last of
-    several), the base64 of 16 bytes (wsproto only checks that it is there)."""
-    keys = [value for name, value in request.headers if name == b"sec-websocket-key"]
-    if len(keys) > 1:
-        raise RemoteProtocolError(
-            f"Sec-WebSocket-Key is given {len(keys)} times; a handshake has one", event_hint=RejectConnection()
-        )
-    for value in keys:
-        try:
-            raw = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != 16:
-            raise RemoteProtocolError("Sec-WebSocket-Key is not the base64 of 16 bytes", event_hint=RejectConnection())
 
 
 class Phase(enum.Enum):
@@ -214,7 +184,7 @@ class WebSocketConnection(Machine):
         request = self.request
         self.offer = offer = read_offer(request) if self.fast_handshake else None
         try:
-            _check_version(request)
+            check_version(request)
             if offer is None:
                 handshake = self.handshake
                 if self.wsproto_refused is not None:
@@ -223,7 +193,7 @@ class WebSocketConnection(Machine):
                 subprotocols = list(ws_request.subprotocols)
             else:
                 subprotocols = list(offer.subprotocols)
-            _check_key(request)
+            check_key(request)
         except RemoteProtocolError as exc:
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
             text = f"{exc}\n".encode()
