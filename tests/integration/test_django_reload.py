@@ -25,7 +25,14 @@ from tests.servers import ServerProcess
 
 #: Start the command as the leader of its own process group, as a shell does, so the
 #: test can send SIGINT to the group the way a terminal's Ctrl+C does.
-AS_GROUP_LEADER = "import os, sys; os.setpgrp(); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+#: Runs the command as a process group leader (the test signals the whole group, as a
+#: terminal's Ctrl+C does), with SIGINT's default disposition: a test suite started in the
+#: background by a shell inherits SIGINT ignored, and Django's reloader, which leaves that
+#: to Python's default handler, would then never see the Ctrl+C.
+AS_GROUP_LEADER = (
+    "import os, signal, sys; os.setpgrp(); signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def banners(count: int) -> re.Pattern[bytes]:
