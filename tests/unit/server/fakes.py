@@ -11,7 +11,7 @@ timers fire when the test says, not after real waiting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channelserver.config import Config
@@ -113,3 +113,19 @@ async def turns(n: int = 5) -> None:
     """Let the loop run its ready callbacks ``n`` times (no time passes)."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+def run(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Run ``coro`` to its end on a fresh loop (or ``loop``), then close the loop cleanly:
+    what is left is cancelled and awaited, async generators are closed."""
+    loop = loop or asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -26,7 +26,7 @@ from channelserver.server.app import AppInstance, InstanceSettings
 from channelserver.server.tasks import EAGER
 
 from ..protocol.helpers import HTTPPair, collect
-from .fakes import FakeClockLoop, turns
+from .fakes import FakeClockLoop, run, turns
 
 LOGGER = "channelserver.error"
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
@@ -168,20 +168,6 @@ def new_instance(
     pair.inbox().clear()
     host.log.clear()
     return instance, host, spy
-
-
-def run(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Run ``coro`` to its end on a fresh loop (or ``loop``), then close the loop cleanly."""
-    loop = loop or asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(coro)
-    finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
 
 
 def records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 import h11
@@ -22,27 +21,9 @@ import wsproto
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
-from .fakes import FakeClockLoop, MockTransport, connect, turns
+from .fakes import FakeClockLoop, MockTransport, connect, run, turns
 
 TIMEOUT = 2.0
-
-
-def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` to the end on ``loop``, then close the loop cleanly."""
-    try:
-        loop.run_until_complete(coro)
-    finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    run_on(asyncio.new_event_loop(), coro)
 
 
 class App:
@@ -490,7 +471,7 @@ def test_keep_alive_timer_fires_when_due_on_the_fake_clock() -> None:
         assert transport.closed
         assert transport.closed_at == start + 5.0
 
-    run_on(loop, scenario())
+    run(scenario(), loop)
 
 
 def test_keep_alive_timer_is_re_armed_lazily_after_a_request() -> None:
@@ -514,7 +495,7 @@ def test_keep_alive_timer_is_re_armed_lazily_after_a_request() -> None:
         await turns()
         assert transport.closed_at == start + 8.0
 
-    run_on(loop, scenario())
+    run(scenario(), loop)
 
 
 def test_keep_alive_timer_does_not_close_during_a_slow_request() -> None:
@@ -544,7 +525,7 @@ def test_keep_alive_timer_does_not_close_during_a_slow_request() -> None:
         await turns()
         assert transport.closed_at == start + 25.0
 
-    run_on(loop, scenario())
+    run(scenario(), loop)
 
 
 def test_websocket_keepalive_pings_then_closes_1011_on_the_fake_clock() -> None:
@@ -576,7 +557,7 @@ def test_websocket_keepalive_pings_then_closes_1011_on_the_fake_clock() -> None:
         await turns()
         assert transport.closed
 
-    run_on(loop, scenario())
+    run(scenario(), loop)
 
 
 def test_keep_alive_timer_on_the_real_loop_clock() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,41 +20,9 @@ from channelserver.server.lifespan import Lifespan
 from channelserver.server.tasks import CANCEL_GRACE
 from channelserver.types import Receive, Scope, Send
 
+from .fakes import FakeClockLoop, run, turns
+
 LOGGER = "channelserver.error"
-
-
-class FakeClockLoop(asyncio.SelectorEventLoop):
-    """A real event loop whose clock only moves when the test says (as in ``fakes.py``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-async def turns(n: int = 5) -> None:
-    """Let the loop run its ready callbacks ``n`` times (no time passes)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-def run(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Run ``coro`` to the end on a fresh loop (or ``loop``), then close it cleanly."""
-    loop = loop or asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(coro)
-    finally:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[str]:
