@@ -27,7 +27,7 @@ import enum
 from typing import Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
-from .table import Table, bad_field, check_headers, misuse
+from .table import Table, bad_field, check_headers, misuse, not_a_message
 
 __all__ = ["APP_FAILED", "EVENTS", "HEAD_REFUSED", "PEER_GONE", "TRANSITIONS", "HTTPCycle", "State"]
 
@@ -96,9 +96,7 @@ class HTTPCycle:
         try:
             mtype = message["type"]
         except (TypeError, KeyError):
-            raise ASGIProtocolError(
-                f"ASGI message must be a dict with a 'type' key, got {message!r:.80} ({self.where})"
-            ) from None
+            raise not_a_message(message, self.where) from None
         if mtype == "http.response.body":
             more = bool(message.get("more_body", False))
             kind = "http.response.body#more" if more else "http.response.body"

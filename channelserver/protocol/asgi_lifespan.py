@@ -40,7 +40,7 @@ import enum
 from typing import Any
 
 from ..errors import ASGIProtocolError
-from .table import Table, bad_field, misuse
+from .table import Table, bad_field, misuse, not_a_message
 
 __all__ = ["APP_ENDS", "APP_MESSAGES", "SERVER_MESSAGES", "TRANSITIONS", "LifespanCycle", "State"]
 
@@ -145,9 +145,7 @@ class LifespanCycle:
         try:
             mtype = message["type"]
         except (TypeError, KeyError):
-            raise ASGIProtocolError(
-                f"ASGI message must be a dict with a 'type' key, got {message!r:.80} ({self.where})"
-            ) from None
+            raise not_a_message(message, self.where) from None
         new: State | None = _APP_TABLE.get((self.state, mtype))
         if new is None:
             raise misuse(_APP_TABLE, self.state, mtype, self.where)

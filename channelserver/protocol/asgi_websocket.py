@@ -45,7 +45,7 @@ import enum
 from typing import Any
 
 from ..errors import ASGIProtocolError, ClientDisconnected
-from .table import Table, bad_field, check_headers, misuse
+from .table import Table, bad_field, check_headers, misuse, not_a_message
 
 __all__ = [
     "APP_FAILED",
@@ -127,9 +127,7 @@ class WebSocketCycle:
         try:
             mtype = message["type"]
         except (TypeError, KeyError):
-            raise ASGIProtocolError(
-                f"ASGI message must be a dict with a 'type' key, got {message!r:.80} ({self.where})"
-            ) from None
+            raise not_a_message(message, self.where) from None
         if mtype == "websocket.http.response.body" and message.get("more_body", False):
             return mtype, mtype + "#more"
         return mtype, mtype

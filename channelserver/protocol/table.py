@@ -41,6 +41,12 @@ def misuse(table: Table, state: enum.Enum, message_type: object, where: str) -> 
     )
 
 
+def not_a_message(message: object, where: str) -> ASGIProtocolError:
+    """What ``send()`` raises for something that is not an ASGI message (the callers keep
+    the ``message["type"]`` lookup inline: it is on every message's path)."""
+    return ASGIProtocolError(f"ASGI message must be a dict with a 'type' key, got {message!r:.80} ({where})")
+
+
 def bad_field(message_type: str, key: str, expected: str, value: object, where: str) -> ASGIProtocolError:
     return ASGIProtocolError(
         f"{message_type} '{key}' must be {expected}, got {type(value).__name__} {value!r:.80} ({where})"
