@@ -135,9 +135,17 @@ class Config:
         group="http",
     )
     max_connections: int | None = option(
-        10000,
-        "Open connections per worker; a connection beyond it gets 503 and is closed.",
+        20000,
+        "Open connections per worker, HTTP and WebSocket together; a connection beyond it "
+        "gets 503 and is closed. Keep it below the process's file descriptor limit.",
         unit="connections",
+        group="http",
+    )
+    limit_concurrency: int | None = option(
+        None,
+        "HTTP requests in flight per worker; a request beyond it gets 503 with Retry-After "
+        "and never reaches the app. The health path is always answered. Unset for no limit.",
+        unit="requests",
         group="http",
     )
     server_header: bool = option(True, "Send a 'server: channelserver' header.", group="http")
@@ -163,7 +171,51 @@ class Config:
         unit="seconds",
         group="websocket",
     )
-    ws_per_message_deflate: bool = option(True, "Offer permessage-deflate compression (RFC 7692).", group="websocket")
+    ws_per_message_deflate: bool = option(
+        True, "Accept permessage-deflate compression (RFC 7692) when the client offers it.", group="websocket"
+    )
+    ws_deflate_window_bits: int = option(
+        12,
+        "permessage-deflate window of this server's compressor, and the most it lets a client "
+        "use when the client offers client_max_window_bits (9 to 15). Memory per socket grows "
+        "as 2**bits.",
+        unit="bits",
+        group="websocket",
+    )
+    ws_deflate_mem_level: int = option(
+        5,
+        "zlib memory level of the compressor (1 to 9): its hash table costs 2**(level+9) bytes.",
+        group="websocket",
+    )
+    ws_deflate_idle: float | None = option(
+        30.0,
+        "Drop a connection's compression context after this long without a message sent, and "
+        "the decompression context after this long without one received when the client "
+        "resets it per message; a new one is made on the next message. Unset keeps them.",
+        unit="seconds",
+        group="websocket",
+    )
+    ws_max_connections: int | None = option(
+        15000,
+        "WebSocket connections per worker; a handshake beyond it gets 503 with Retry-After "
+        "before the upgrade and never reaches the app. Unset for no limit.",
+        unit="connections",
+        group="websocket",
+    )
+    ws_accept_rate: float | None = option(
+        None,
+        "WebSocket handshakes per second per worker, with ws_accept_burst; a handshake over "
+        "it gets 503 with Retry-After before the upgrade, so a reconnection storm becomes "
+        "retries spread over seconds. Unset for no limit.",
+        unit="handshakes/s",
+        group="websocket",
+    )
+    ws_accept_burst: int = option(
+        50,
+        "Handshakes accepted at once above ws_accept_rate before it applies.",
+        unit="handshakes",
+        group="websocket",
+    )
     ws_max_queue: int = option(
         64,
         "Messages queued for an app that does not receive; beyond it the socket stops being read.",
@@ -190,6 +242,34 @@ class Config:
         unit="seconds",
         group="lifecycle",
     )
+    health_path: str | None = option(
+        None,
+        "Answer GET and HEAD on this path from the server itself, never the app: 200 while "
+        "serving, 503 from the moment a drain begins (shutdown, reload, recycling). For a "
+        "load balancer's or Kubernetes' readiness check. Unset turns it off.",
+        group="lifecycle",
+    )
+    liveness_path: str | None = option(
+        None,
+        "Answer GET and HEAD on this path from the server itself with 200 while the process "
+        "serves, draining or not. For a liveness check. Unset turns it off.",
+        group="lifecycle",
+    )
+    drain_delay: float = option(
+        0.0,
+        "When a drain begins, keep serving this long with the health path answering 503, "
+        "so the load balancer stops sending new connections before any socket closes.",
+        unit="seconds",
+        group="lifecycle",
+    )
+    drain_spread: float = option(
+        0.0,
+        "Close idle WebSockets with 1012 at moments spread evenly at random over this window "
+        "instead of all at once, so clients reconnect to the other instances as a slope. "
+        "0 closes them at once.",
+        unit="seconds",
+        group="lifecycle",
+    )
     workers: int = option(
         help="Worker processes sharing the listening socket (default: $WEB_CONCURRENCY, else 1).",
         group="lifecycle",
@@ -197,7 +277,7 @@ class Config:
     )
     max_requests: int | None = option(
         None,
-        "Replace a worker after it served this many requests and connections.",
+        "Replace a worker after it served this many HTTP requests and WebSocket connections.",
         unit="requests",
         group="lifecycle",
     )
@@ -205,6 +285,25 @@ class Config:
         0,
         "Add up to this many to max_requests, per worker, so workers do not restart together.",
         unit="requests",
+        group="lifecycle",
+    )
+
+    max_worker_memory: int | None = option(
+        None,
+        "Replace a worker whose resident memory (RSS) grows past this many MiB.",
+        unit="MiB",
+        group="lifecycle",
+    )
+    max_worker_age: float | None = option(
+        None,
+        "Replace a worker after it has run this long.",
+        unit="seconds",
+        group="lifecycle",
+    )
+    max_worker_age_jitter: float = option(
+        0.0,
+        "Add up to this many seconds to max_worker_age, per worker, so workers do not restart together.",
+        unit="seconds",
         group="lifecycle",
     )
 
@@ -243,6 +342,14 @@ class Config:
             raise ConfigError(f"port={self.port!r} is not between 0 and 65535")
         if self.workers < 1:
             raise ConfigError(f"workers={self.workers!r} must be at least 1")
+        if not 9 <= self.ws_deflate_window_bits <= 15:
+            raise ConfigError(f"ws_deflate_window_bits={self.ws_deflate_window_bits!r} is not between 9 and 15")
+        if not 1 <= self.ws_deflate_mem_level <= 9:
+            raise ConfigError(f"ws_deflate_mem_level={self.ws_deflate_mem_level!r} is not between 1 and 9")
+        for name in ("health_path", "liveness_path"):
+            path = getattr(self, name)
+            if path is not None and not path.startswith("/"):
+                raise ConfigError(f"{name}={path!r} must start with '/'")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("ssl_keyfile is set but ssl_certfile is not")
 
