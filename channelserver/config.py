@@ -176,7 +176,7 @@ class Config:
     )
     ws_deflate_window_bits: int = option(
         12,
-        "permessage-deflate window of this server's compressor, and the most it lets a client "
+        "Window of this server's permessage-deflate compressor, and the most it lets a client "
         "use when the client offers client_max_window_bits (9 to 15). Memory per socket grows "
         "as 2**bits.",
         unit="bits",
@@ -184,7 +184,7 @@ class Config:
     )
     ws_deflate_mem_level: int = option(
         5,
-        "zlib memory level of the compressor (1 to 9): its hash table costs 2**(level+9) bytes.",
+        "Memory level of the zlib compressor (1 to 9): its hash table costs 2**(level+9) bytes.",
         group="websocket",
     )
     ws_deflate_idle: float | None = option(

@@ -29,6 +29,7 @@ from ..protocol.scope import peer
 from ..types import ASGIApp
 from .log import ERROR
 from .tasks import EAGER, abandon, awaiting, start_task
+from .timers import Entry, TimerHeap
 
 __all__ = ["AppInstance", "Host", "InstanceSettings"]
 
@@ -59,6 +60,8 @@ class Host(Protocol):
     """What an app instance needs of its connection."""
 
     loop: asyncio.AbstractEventLoop
+    #: The worker's deadlines (the app_close_timeout after a disconnect is one).
+    timers: TimerHeap
     #: The transport's write buffer is over its high-water mark: ``drain()`` waits.
     write_paused: bool
     #: Reading from the socket is paused (by ``pause_input``).
@@ -99,7 +102,6 @@ def disconnected_cause(exc: BaseException) -> ClientDisconnected | None:
 
 class AppInstance:
     __slots__ = (
-        "cancel_handle",
         "cancelled_at",
         "coro",
         "cycle",
@@ -113,6 +115,7 @@ class AppInstance:
         "more_waiters",
         "queue",
         "queued_bytes",
+        "scheduled",
         "scope",
         "settings",
         "started",
@@ -137,7 +140,8 @@ class AppInstance:
         self.more_waiters: list[asyncio.Future[None]] | None = None
         self.last: dict[str, Any] | None = None
         self.failure: BaseException | None = None
-        self.cancel_handle: asyncio.TimerHandle | None = None
+        #: The app_close_timeout entry in the worker's TimerHeap, once disconnected.
+        self.scheduled: dict[str, Entry] | None = None
         self.disconnected_at: float | None = None
         self.cancelled_at: float | None = None
         self.status: int | None = None
@@ -275,10 +279,14 @@ class AppInstance:
 
     def connection_gone(self) -> None:
         """The connection is gone: the app has ``app_close_timeout`` to return."""
-        if self.finished or self.cancel_handle is not None:
+        if self.finished or self.scheduled is not None:
             return
-        self.disconnected_at = self.host.loop.time()
-        self.cancel_handle = self.host.loop.call_later(self.settings.app_close_timeout, self.cancel_overdue)
+        self.disconnected_at = now = self.host.loop.time()
+        self.scheduled = {}
+        self.host.timers.schedule(self, "app_close", now + self.settings.app_close_timeout)  # type: ignore[arg-type]
+
+    def timer_due(self, name: str, now: float) -> None:
+        self.cancel_overdue()
 
     def cancel_overdue(self) -> None:
         """``app_close_timeout`` passed since the disconnect: cancel the Task, once."""
@@ -338,6 +346,6 @@ class AppInstance:
                 error_log.error("Exception in %s", self.describe(), exc_info=e)
         finally:
             self.finished = True
-            if self.cancel_handle is not None:
-                self.cancel_handle.cancel()
+            if self.scheduled:
+                self.host.timers.forget(self)  # type: ignore[arg-type]
             self.host.app_finished(self, exc)

@@ -30,6 +30,7 @@ from .app import AppInstance
 from .drain import DRAIN_EXTENSION, ConnectionDrain
 from .log import ERROR, access_line
 from .state import ServerState
+from .timers import Entry
 
 __all__ = ["ConnectionProtocol"]
 
@@ -49,14 +50,17 @@ class ConnectionProtocol(asyncio.Protocol):
     def __init__(self, state: ServerState, scheme: str = "http") -> None:
         self.state = state
         self.loop = state.loop
+        self.timers = state.timers
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         #: Set by connection_made: HTTP first, WebSocket after an upgrade.
         self.machine: Machine
         #: The app instance of each cycle the machine handed out in ``StartApp``.
         self.instances: dict[Any, AppInstance] = {}
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        #: timer name -> deadline; the worker's TimerHeap holds the entries.
         self.deadlines: dict[str, float] = {}
+        #: timer name -> its live TimerHeap entry (see timers.py).
+        self.scheduled: dict[str, Entry] = {}
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.reading_paused = False
@@ -115,8 +119,7 @@ class ConnectionProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.run(self.machine.eof())
-        for name in list(self.timers):
-            self.timers.pop(name).cancel()
+        self.timers.forget(self)
         self.deadlines.clear()
         for instance in list(self.instances.values()):
             instance.connection_gone()
@@ -254,25 +257,22 @@ class ConnectionProtocol(asyncio.Protocol):
         if self.state.shutting_down:
             self.run(self.machine.shutdown())
 
-    # -- timers: one handle per name, re-armed lazily ----------------------------------
+    # -- timers: entries in the worker's TimerHeap, re-armed lazily ------------------------
     def _set_timer(self, name: str, delay: float) -> None:
         deadline = self.loop.time() + delay
         self.deadlines[name] = deadline
-        handle = self.timers.get(name)
-        if handle is not None and handle.when() <= deadline:
-            return  # it fires first and re-arms itself for the rest
-        if handle is not None:
-            handle.cancel()
-        self.timers[name] = self.loop.call_at(deadline, self._timer_due, name)
+        entry = self.scheduled.get(name)
+        if entry is not None and entry[0] <= deadline:
+            return  # it comes due first and re-arms itself for the rest: most re-arms cost nothing
+        self.timers.schedule(self, name, deadline)
 
-    def _timer_due(self, name: str) -> None:
-        self.timers.pop(name, None)
+    def timer_due(self, name: str, now: float) -> None:
+        """Called by the TimerHeap when ``name``'s entry comes due."""
         deadline = self.deadlines.get(name)
         if deadline is None or self.lost:
             return
-        now = self.loop.time()
         if deadline > now:
-            self.timers[name] = self.loop.call_at(deadline, self._timer_due, name)
+            self.timers.schedule(self, name, deadline)
             return
         del self.deadlines[name]
         self.run(self.machine.timer_fired(name))

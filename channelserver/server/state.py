@@ -17,6 +17,7 @@ from ..types import ASGIApp
 from .app import AppInstance, InstanceSettings
 from .drain import DRAIN_EXTENSION, ConnectionDrain
 from .log import ACCESS, RateLimit
+from .timers import TimerHeap
 
 __all__ = ["Connection", "ServerState"]
 
@@ -51,6 +52,8 @@ class ServerState:
         self.connections: set[Connection] = set()
         self.instances: set[AppInstance] = set()
         self.lifespan_state: dict[str, Any] | None = None
+        #: Every connection's deadlines, with one loop timer.
+        self.timers = TimerHeap(loop)
         self.total_requests = 0
         #: Set when the connection count falls to zero during a shutdown.
         self.all_closed: asyncio.Event | None = None

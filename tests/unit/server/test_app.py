@@ -24,6 +24,7 @@ from channelserver.errors import ASGIProtocolError, ClientDisconnected
 from channelserver.protocol.events import Action, Deliver
 from channelserver.server.app import AppInstance, InstanceSettings
 from channelserver.server.tasks import EAGER
+from channelserver.server.timers import TimerHeap
 
 from ..protocol.helpers import HTTPPair, collect
 from .fakes import FakeClockLoop, run, turns
@@ -71,6 +72,7 @@ class FakeHost:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pair: HTTPPair) -> None:
         self.loop = loop
+        self.timers = TimerHeap(loop)
         self.pair = pair
         self.write_paused = False
         self.reading_paused = False
@@ -696,7 +698,7 @@ def test_an_app_that_returns_after_its_disconnect_is_not_cancelled(caplog: pytes
         loop.advance(1.0)
         await turns()
         assert host.finished == [(instance, None)]
-        assert instance.cancel_handle is not None and instance.cancel_handle.cancelled()
+        assert instance.scheduled == {} and len(host.timers) == 0  # its app_close_timeout is forgotten
         loop.advance(10.0)
         await turns()
         assert instance.cancelled_at is None
