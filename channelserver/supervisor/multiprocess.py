@@ -14,18 +14,22 @@ What the parent does, each rule in one place (:meth:`Supervisor._message`,
   ``health_check_timeout`` is killed, then replaced;
 - a worker that fails before it is ready (import error, lifespan failure, exit, not ready
   within ``startup_timeout``) stops everything: exit code 3 and the error, no respawn loop;
-- ``max_requests``: the worker asks to retire; SIGHUP: every worker started before the
-  signal is replaced, one at a time. In both, the replacement is started and *ready*
-  before the old worker gets its SIGTERM;
+- recycling: a worker is replaced when it asks to retire (it served ``max_requests``
+  requests and WebSocket connections, + its jitter), when its resident memory passes
+  ``max_worker_memory`` (read every ``memory_check_interval`` through the launcher), or
+  when it is ``max_worker_age`` (+ its jitter) old; SIGHUP: every worker started before
+  the signal is replaced. All go through one queue, one worker at a time: the
+  replacement is started and *ready* before the old worker gets its SIGTERM, and the
+  next replacement starts only then;
 - SIGINT/SIGTERM: every worker gets SIGTERM at once and drains in parallel; one still
   running after ``graceful_timeout + 2 * app_close_timeout + 5 s + stop_margin`` (the
   worker's own bound, see ``Supervisor.stop_timeout``) is killed. Exit 0 when all stopped
   by themselves, 1 if one had to be killed.
 
-Those rules read the time from the supervisor's ``clock`` and start and signal processes
-through its ``launcher``; they are driven by four inputs (a pipe is readable, a process
-exited, a signal arrived, time passed), so tests feed those with a fake clock and fake
-processes. :meth:`Supervisor.run` feeds the real ones: signal handlers only record the
+Those rules read the time from the supervisor's ``clock`` and start, signal and measure
+processes through its ``launcher``; they are driven by four inputs (a pipe is readable, a
+process exited, a signal arrived, time passed), so tests feed those with a fake clock and
+fake processes. :meth:`Supervisor.run` feeds the real ones: signal handlers only record the
 signal (and wake the loop through a socket); the loop waits with
 :func:`multiprocessing.connection.wait` on the worker pipes, the worker process sentinels
 and that socket, with the next deadline as its timeout. Handlers are restored when
@@ -59,6 +63,8 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger("channelserver.error")
 
+MiB = 1024 * 1024
+
 
 class Phase(enum.Enum):
     """Where one worker is in its life, as the parent sees it."""
@@ -90,6 +96,13 @@ class Worker:
     ping_sent_at: float | None = None
     next_ping_at: float = math.inf
     kill_at: float | None = None
+    #: When it is ``max_worker_age`` (+ its jitter) old (``math.inf``: never).
+    retire_at: float = math.inf
+    #: Why it is to be recycled, once it is; it waits its turn in the recycling queue.
+    retire_reason: str | None = None
+    #: Its memory passed ``max_worker_memory`` as soon as it was ready: replacing it for its
+    #: memory would only start another one just as large, so it is not.
+    over_memory_when_ready: bool = False
 
     @property
     def pid(self) -> int:
@@ -116,8 +129,9 @@ class Supervisor:
     console set-up. It is pickled to the worker, so it must be a module-level function or
     a :func:`functools.partial` of one. The timing arguments are in seconds: how often a
     serving worker is pinged, how long it may take to answer, how long a new worker may
-    take to become ready, and the time allowed on top of ``graceful_timeout +
-    app_close_timeout`` before a stopping worker is killed. ``clock`` and ``launcher``
+    take to become ready, the time allowed on top of ``graceful_timeout +
+    app_close_timeout`` before a stopping worker is killed, and how often the serving
+    workers' memory is read when ``max_worker_memory`` is set. ``clock`` and ``launcher``
     (default: :func:`time.monotonic` and spawned processes) are what tests replace.
     """
 
@@ -131,6 +145,7 @@ class Supervisor:
         health_check_timeout: float = 30.0,
         startup_timeout: float = 60.0,
         stop_margin: float = 5.0,
+        memory_check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         launcher: Launcher | None = None,
     ) -> None:
@@ -140,6 +155,7 @@ class Supervisor:
         self.health_check_interval = health_check_interval
         self.health_check_timeout = health_check_timeout
         self.startup_timeout = startup_timeout
+        self.memory_check_interval = memory_check_interval
         # A worker's own shutdown is bounded by graceful_timeout, up to 1 s of WebSocket
         # close handshakes, app_close_timeout for the apps and again for lifespan shutdown,
         # and CANCEL_GRACE four times: after the apps' cancellation, after lifespan's, for
@@ -153,8 +169,12 @@ class Supervisor:
         self.exit_code = 0
         self.generation = 0
         self.booted = False
-        self.rolling_replacement: Worker | None = None
+        #: The one replacement starting at a time (recycling, rolling restart), if any.
+        self.replacing: Worker | None = None
         self.rolling = False
+        #: ``max_worker_memory`` in bytes, when the launcher can read a worker's memory.
+        self.memory_limit: int | None = None
+        self.next_memory_check = math.inf
         self.pending_signals: list[int] = []
         self._wakeup: socket.socket | None = None
 
@@ -234,8 +254,32 @@ class Supervisor:
     # -- starting and stopping workers --------------------------------------------------
     def start_workers(self) -> None:
         """The first ``config.workers`` workers."""
+        self._check_recycling_settings()
         for _ in range(self.config.workers):
             self._spawn()
+
+    def _check_recycling_settings(self) -> None:
+        """Turn the memory check on; say once for each recycling setting that cannot apply."""
+        config = self.config
+        if config.max_worker_memory:
+            if self.launcher.measures_memory:
+                self.memory_limit = config.max_worker_memory * MiB
+                self.next_memory_check = self.clock() + self.memory_check_interval
+            else:
+                log.warning(
+                    "max_worker_memory (%d MiB) is ignored: "
+                    "a worker's memory cannot be read on this platform (no /proc)",
+                    config.max_worker_memory,
+                )
+        if config.max_requests_jitter and not config.max_requests:
+            log.warning(
+                "max_requests_jitter (%d) is ignored: it applies only with max_requests", config.max_requests_jitter
+            )
+        if config.max_worker_age_jitter and not config.max_worker_age:
+            log.warning(
+                "max_worker_age_jitter (%gs) is ignored: it applies only with max_worker_age",
+                config.max_worker_age_jitter,
+            )
 
     def _spawn(self, replaces: Worker | None = None) -> Worker:
         limit = None
@@ -244,6 +288,9 @@ class Supervisor:
         spec = WorkerSpec(self.config, self.app_target, limit, self.worker_logging)
         process, conn = self.launcher.start(spec, self.sockets)
         worker = Worker(process, conn, self.generation, self.clock(), replaces=replaces)
+        if self.config.max_worker_age:
+            extra = random.uniform(0, self.config.max_worker_age_jitter)
+            worker.retire_at = worker.started_at + self.config.max_worker_age + extra
         if replaces is not None:
             replaces.replaced_by = worker
             log.info("Worker pid %d starting, to replace pid %d", worker.pid, replaces.pid)
@@ -265,6 +312,7 @@ class Supervisor:
     def _begin_stop(self, why: str) -> None:
         self.mode = Mode.STOPPING
         self.rolling = False
+        self.next_memory_check = math.inf
         live = [w for w in self.workers if w.phase is not Phase.STOPPING]
         log.info("%s: stopping %d worker(s), up to %.0fs", why, len(self.workers), self.stop_timeout)
         for worker in live:
@@ -294,7 +342,7 @@ class Supervisor:
             self.generation += 1
             self.rolling = True
             log.info("Received SIGHUP: replacing %d worker(s) one by one", len(self._outdated()))
-            self._continue_rolling()
+            self._replace_next()
 
     def readable(self, worker: Worker) -> None:
         """Input: ``worker``'s pipe has messages, or was closed."""
@@ -318,6 +366,7 @@ class Supervisor:
             worker.phase = Phase.SERVING
             worker.next_ping_at = self.clock() + self.health_check_interval
             log.info("Worker pid %d ready", worker.pid)
+            self._memory_when_ready(worker)
             old = worker.replaces
             worker.replaces = None
             if old is not None:
@@ -325,18 +374,16 @@ class Supervisor:
                 if old.phase is Phase.SERVING:
                     log.info("Worker pid %d replaced by pid %d; draining it", old.pid, worker.pid)
                     self._stop(old)
-            if self.rolling_replacement is worker:
-                self.rolling_replacement = None
+            if self.replacing is worker:
+                self.replacing = None
             if not self.booted and sum(w.phase is Phase.SERVING for w in self.workers) >= self.config.workers:
                 self.booted = True
                 log.info("All %d worker(s) ready", self.config.workers)
-            self._continue_rolling()
+            self._replace_next()
         elif kind == "failed":
             self._startup_failed(worker, str(message[1]))
         elif kind == "retire":
-            if self.mode is Mode.RUNNING and worker.phase is Phase.SERVING and worker.replaced_by is None:
-                log.info("Worker pid %d served %d requests (max_requests); replacing it", worker.pid, message[1])
-                self._spawn(replaces=worker)
+            self._recycle(worker, f"served {message[1]} requests (max_requests)")
 
     def _startup_failed(self, worker: Worker, text: str) -> None:
         worker.failed = True
@@ -370,9 +417,9 @@ class Supervisor:
             else:
                 log.warning("Worker pid %d died (%s); starting a replacement", worker.pid, how)
                 self._spawn()
-        if self.rolling_replacement is worker:
-            self.rolling_replacement = None
-        self._continue_rolling()
+        if self.replacing is worker:
+            self.replacing = None
+        self._replace_next()
 
     def _outdated(self) -> list[Worker]:
         return [
@@ -381,57 +428,138 @@ class Supervisor:
             if w.phase is Phase.SERVING and w.generation < self.generation and w.replaced_by is None
         ]
 
-    def _continue_rolling(self) -> None:
-        """Rolling restart: one replacement at a time, each ready before the next starts."""
-        if not self.rolling or self.mode is not Mode.RUNNING or self.rolling_replacement is not None:
+    # -- recycling and rolling restart: one replacement at a time --------------------------
+    def _recycle(self, worker: Worker, reason: str) -> None:
+        """``worker`` reached a recycling limit: queue it for replacement, unless it is
+        already on its way out (stopping, being replaced, or queued for another reason)."""
+        if (
+            self.mode is not Mode.RUNNING
+            or worker.phase is not Phase.SERVING
+            or worker.replaced_by is not None
+            or worker.retire_reason is not None
+        ):
             return
-        outdated = self._outdated()
-        if outdated:
-            self.rolling_replacement = self._spawn(replaces=outdated[0])
-        elif not any(w.generation < self.generation and w.phase is not Phase.STOPPING for w in self.workers):
+        worker.retire_reason = reason
+        self._replace_next()
+
+    def _replace_next(self) -> None:
+        """Start the next replacement, if none is starting: the first serving worker queued
+        for recycling or, during a rolling restart, started before the last SIGHUP. The old
+        worker gets SIGTERM once its replacement is ready (see :meth:`_message`), and only
+        then does the next replacement start."""
+        if self.mode is not Mode.RUNNING or self.replacing is not None:
+            return
+        due = [
+            w
+            for w in self.workers
+            if w.phase is Phase.SERVING
+            and w.replaced_by is None
+            and (w.retire_reason is not None or (self.rolling and w.generation < self.generation))
+        ]
+        if due:
+            old = due[0]
+            if old.retire_reason is not None:
+                log.info("Worker pid %d %s; replacing it", old.pid, old.retire_reason)
+            self.replacing = self._spawn(replaces=old)
+        elif self.rolling and not any(
+            w.generation < self.generation and w.phase is not Phase.STOPPING for w in self.workers
+        ):
             self.rolling = False
             log.info("Rolling restart complete")
+
+    def _memory_when_ready(self, worker: Worker) -> None:
+        """A worker already over ``max_worker_memory`` when ready is left alone: its
+        replacement would be just as large, and replaced in its turn, forever."""
+        if self.memory_limit is None:
+            return
+        rss = self.launcher.memory(worker.process)
+        if rss is not None and rss > self.memory_limit:
+            worker.over_memory_when_ready = True
+            log.warning(
+                "Worker pid %d uses %d MiB as soon as it is ready, more than max_worker_memory (%d): "
+                "it is not replaced for its memory, as its replacement would be as large; raise max_worker_memory",
+                worker.pid,
+                math.ceil(rss / MiB),
+                self.config.max_worker_memory,
+            )
+
+    def _check_memory(self) -> None:
+        """Read each serving worker's memory; queue those over ``max_worker_memory``."""
+        assert self.memory_limit is not None
+        for worker in list(self.workers):
+            if (
+                worker.phase is not Phase.SERVING
+                or worker.replaced_by is not None
+                or worker.retire_reason is not None
+                or worker.over_memory_when_ready
+            ):
+                continue
+            rss = self.launcher.memory(worker.process)
+            if rss is not None and rss > self.memory_limit:
+                used = math.ceil(rss / MiB)
+                self._recycle(worker, f"used {used} MiB (max_worker_memory {self.config.max_worker_memory})")
+
+    def _age_reached(self, worker: Worker, now: float) -> None:
+        worker.retire_at = math.inf  # once: the deadline is not looked at again
+        limit = f"max_worker_age {_seconds(self.config.max_worker_age or 0)}"
+        if self.config.max_worker_age_jitter:
+            limit += f" + {_seconds(self.config.max_worker_age_jitter)} jitter"
+        self._recycle(worker, f"is {_seconds(now - worker.started_at)} old ({limit})")
 
     # -- time ------------------------------------------------------------------------------
     def _deadline_of(self, worker: Worker) -> float:
         if worker.phase is Phase.STARTING:
             return worker.started_at + self.startup_timeout
         if worker.phase is Phase.SERVING:
-            if worker.ping_sent_at is not None:
-                return worker.ping_sent_at + self.health_check_timeout
-            return worker.next_ping_at
+            return min(self._health_deadline(worker), worker.retire_at)
         return worker.kill_at if worker.kill_at is not None else math.inf
+
+    def _health_deadline(self, worker: Worker) -> float:
+        if worker.ping_sent_at is not None:
+            return worker.ping_sent_at + self.health_check_timeout
+        return worker.next_ping_at
 
     def next_deadline(self) -> float:
         """When :meth:`time_passed` next has something to do (``math.inf``: nothing)."""
-        return min((self._deadline_of(w) for w in self.workers), default=math.inf)
+        return min(min((self._deadline_of(w) for w in self.workers), default=math.inf), self.next_memory_check)
 
     def time_passed(self) -> None:
         """Input: the clock moved on; act on every deadline it reached."""
         now = self.clock()
+        if self.next_memory_check <= now:
+            self.next_memory_check = now + self.memory_check_interval
+            self._check_memory()
         for worker in list(self.workers):
             if self._deadline_of(worker) > now:
                 continue
             if worker.phase is Phase.STARTING:
                 self._kill(worker, signal.SIGKILL)
                 self._startup_failed(worker, f"not ready within startup_timeout ({self.startup_timeout:g}s)")
-            elif worker.phase is Phase.SERVING and worker.ping_sent_at is None:
-                self._ping(worker, now)
             elif worker.phase is Phase.SERVING:
-                log.warning(
-                    "Worker pid %d did not answer a health check within %gs; killing it",
-                    worker.pid,
-                    self.health_check_timeout,
-                )
-                worker.ping_sent_at = None
-                worker.next_ping_at = math.inf
-                self._kill(worker, signal.SIGKILL)
+                if worker.retire_at <= now:
+                    self._age_reached(worker, now)
+                if self._health_deadline(worker) <= now:
+                    self._health_check(worker, now)
             else:
                 log.error("Worker pid %d did not exit within %gs; killing it", worker.pid, self.stop_timeout)
                 worker.kill_at = None
                 self._kill(worker, signal.SIGKILL)
                 if self.mode is Mode.STOPPING and self.exit_code == 0:
                     self.exit_code = EXIT_KILLED
+
+    def _health_check(self, worker: Worker, now: float) -> None:
+        """Time to ping ``worker``, or its answer is overdue: kill it (then replaced)."""
+        if worker.ping_sent_at is None:
+            self._ping(worker, now)
+            return
+        log.warning(
+            "Worker pid %d did not answer a health check within %gs; killing it",
+            worker.pid,
+            self.health_check_timeout,
+        )
+        worker.ping_sent_at = None
+        worker.next_ping_at = math.inf
+        self._kill(worker, signal.SIGKILL)
 
     def _ping(self, worker: Worker, now: float) -> None:
         worker.ping_seq += 1
@@ -440,3 +568,8 @@ class Supervisor:
             return  # its pipe is closed: it is exiting, or it will miss the deadline
         with contextlib.suppress(OSError):
             worker.conn.send(("ping", worker.ping_seq))
+
+
+def _seconds(value: float) -> str:
+    """3600.0 -> "3600s", 2.04 -> "2s", 12.37 -> "12.4s"."""
+    return f"{round(value, 1):g}s"

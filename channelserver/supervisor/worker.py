@@ -2,9 +2,10 @@
 
 :class:`SpawnLauncher` starts a worker with multiprocessing's "spawn" method (a fresh
 interpreter, so no thread, event loop or lock of the parent leaks into it), hands it the
-listening sockets as inherited file descriptors and one end of a duplex pipe, and sends it
-signals. It is the :class:`~channelserver.supervisor.multiprocess.Supervisor`'s default
-:class:`Launcher`; the supervisor's unit tests give it one of fake processes instead.
+listening sockets as inherited file descriptors and one end of a duplex pipe, sends it
+signals, and reads its resident memory (from ``/proc``, where there is one). It is the
+:class:`~channelserver.supervisor.multiprocess.Supervisor`'s default :class:`Launcher`;
+the supervisor's unit tests give it one of fake processes instead.
 
 Inside the process, :func:`worker_main` sets up logging (the parent's ``worker_logging``,
 called with ``config.log_level``), imports the app and runs one
@@ -15,7 +16,8 @@ to the parent over the pipe, in small tuples:
 ====================  ==========================================================
 worker -> parent      ``("ready",)`` once listening; ``("failed", text)`` when it
                       cannot start; ``("pong", n)``; ``("retire", requests)`` once
-                      it served ``max_requests`` (+ its jitter)
+                      it served ``max_requests`` (+ its jitter) HTTP requests and
+                      WebSocket connections, counted alike as each starts its app
 parent -> worker      ``("ping", n)``, answered from the worker's event loop, so a
                       worker whose loop is stuck does not answer
 ====================  ==========================================================
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import multiprocessing
 import os
 import signal
@@ -87,10 +90,18 @@ class WorkerPipe(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts worker processes and sends them signals."""
+    """Starts worker processes, sends them signals and reads their memory."""
 
     def start(self, spec: WorkerSpec, sockets: list[socket.socket]) -> tuple[WorkerProcess, WorkerPipe]: ...
     def signal(self, process: WorkerProcess, sig: int) -> None: ...
+    @property
+    def measures_memory(self) -> bool:
+        """Whether :meth:`memory` can read a worker's memory on this platform."""
+        ...
+
+    def memory(self, process: WorkerProcess) -> int | None:
+        """The process's resident memory (RSS) in bytes; None if it cannot be read."""
+        ...
 
 
 class SpawnLauncher:
@@ -98,6 +109,8 @@ class SpawnLauncher:
 
     def __init__(self) -> None:
         self.context = multiprocessing.get_context("spawn")
+        #: Linux and the like: /proc/PID/statm gives the resident size in pages.
+        self.measures_memory = os.path.exists("/proc/self/statm")
 
     def start(self, spec: WorkerSpec, sockets: list[socket.socket]) -> tuple[WorkerProcess, WorkerPipe]:
         parent_end, child_end = self.context.Pipe(duplex=True)
@@ -111,6 +124,16 @@ class SpawnLauncher:
         with contextlib.suppress(ProcessLookupError):
             if process.is_alive() and process.pid:
                 os.kill(process.pid, sig)
+
+    def memory(self, process: WorkerProcess) -> int | None:
+        """Resident set size from ``/proc/PID/statm`` (its second field, in pages)."""
+        if not self.measures_memory or not process.pid:
+            return None
+        try:
+            with open(f"/proc/{process.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * mmap.PAGESIZE
+        except (OSError, ValueError, IndexError):
+            return None  # it exited meanwhile
 
 
 # -- inside the worker process ---------------------------------------------------------------

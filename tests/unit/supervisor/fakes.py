@@ -7,7 +7,8 @@ worker process exits (:meth:`Harness.exit`), the parent gets a signal
 (:meth:`Harness.signal`), time passes (:meth:`Harness.advance`, which stops at every
 deadline on the way, as the supervisor's loop wakes for each). A fake process never exits
 by itself, whatever it is sent: the test says when it does. Unless told otherwise
-(``answers_pings = False``), a serving fake answers each ping at once.
+(``answers_pings = False``), a serving fake answers each ping at once. A fake's resident
+memory is what the test sets in its ``rss`` (:data:`IDLE_RSS` to begin with).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 from channelserver.config import Config
 from channelserver.supervisor.multiprocess import Supervisor, Worker
 from channelserver.supervisor.worker import WorkerProcess, WorkerSpec
+
+MiB = 1024 * 1024
+#: What a fake worker uses until the test says otherwise.
+IDLE_RSS = 60 * MiB
 
 
 def no_logging(level: str) -> None:
@@ -63,6 +68,7 @@ class FakeProcess:
     pipe: FakePipe
     exitcode: int | None = None
     answers_pings: bool = True
+    rss: int = IDLE_RSS
 
     @property
     def sentinel(self) -> int:
@@ -78,7 +84,8 @@ class FakeProcess:
 class FakeLauncher:
     """Starts fake processes; records every start and every signal sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, measures_memory: bool = True) -> None:
+        self.measures_memory = measures_memory
         self.started: list[FakeProcess] = []
         #: (pid, signal) in the order sent, to live processes only (as os.kill would).
         self.signals: list[tuple[int, int]] = []
@@ -93,11 +100,17 @@ class FakeLauncher:
             assert process.pid is not None
             self.signals.append((process.pid, sig))
 
+    def memory(self, process: WorkerProcess) -> int | None:
+        assert isinstance(process, FakeProcess)
+        return process.rss if self.measures_memory and process.is_alive() else None
+
 
 class Harness:
-    def __init__(self, *, supervisor: dict[str, float] | None = None, **config: Any) -> None:
+    def __init__(
+        self, *, supervisor: dict[str, float] | None = None, measures_memory: bool = True, **config: Any
+    ) -> None:
         self.clock = FakeClock()
-        self.launcher = FakeLauncher()
+        self.launcher = FakeLauncher(measures_memory)
         self.config = Config(port=0, **config)
         self.supervisor = Supervisor(
             self.config,

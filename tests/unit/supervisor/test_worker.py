@@ -9,19 +9,24 @@ worker that cannot import its app says so on its pipe and exits with code 3.
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 from channelserver.config import Config
 from channelserver.errors import EXIT_STARTUP_FAILED
 from channelserver.server.log import configure_logging
-from channelserver.supervisor.worker import WorkerSpec, worker_main
+from channelserver.supervisor.worker import SpawnLauncher, WorkerSpec, worker_main
 
-from .fakes import FakePipe, Harness, no_logging
+from .fakes import FakePipe, Harness, MiB, no_logging
 
 calls: list[tuple[Any, ...]] = []
 
@@ -72,3 +77,18 @@ def test_a_worker_sets_up_logging_with_the_log_level_then_reports_an_import_fail
     kind, text = pipe.sent[0]
     assert kind == "failed"
     assert "tests_no_such_module" in text
+
+
+def test_the_spawn_launcher_reads_a_workers_resident_memory_from_proc_where_there_is_one() -> None:
+    launcher = SpawnLauncher()
+    me = SimpleNamespace(pid=os.getpid())
+    if sys.platform != "linux":
+        assert launcher.measures_memory is os.path.exists("/proc/self/statm")
+        return
+    assert launcher.measures_memory
+    rss = launcher.memory(me)  # type: ignore[arg-type]
+    assert rss is not None
+    assert abs(rss - psutil.Process().memory_info().rss) < 8 * MiB
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert launcher.memory(SimpleNamespace(pid=gone.pid)) is None  # type: ignore[arg-type]
