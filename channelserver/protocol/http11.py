@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import h11
 
@@ -52,7 +52,20 @@ from .request import Head, UpgradeRequest, read_head, read_plain_head
 from .response import PHRASES, REASONS, BodyWriter, ResponseError, plain_response, write_head
 from .scope import http_scope, peer
 
-__all__ = ["HTTPConnection"]
+__all__ = ["HTTPConnection", "ServerAnswer"]
+
+
+class ServerAnswer(NamedTuple):
+    """A request the server answers itself, before any app: its health path, or a limit
+    (a WebSocket handshake over ``ws_max_connections``, say). The connection closes after
+    it."""
+
+    status: int
+    text: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: A warning to log (a refusal), or None (a health answer).
+    why: str | None = None
+
 
 KEEP_ALIVE = "keep_alive"
 BODY = "body_read"
@@ -117,6 +130,7 @@ class HTTPConnection(Machine):
         body_read_timeout: float | None = None,
         fast_heads: bool = True,
         draining: bool = False,
+        gate: Callable[[Head], ServerAnswer | None] | None = None,
     ) -> None:
         #: The h11 connection reading the current request; made when bytes go to h11 (None
         #: while no bytes did: a plain head may be read without it).
@@ -153,6 +167,8 @@ class HTTPConnection(Machine):
         #: The server drains (:meth:`shutdown`): requests are answered with
         #: ``connection: close``.
         self.draining = draining
+        #: Sees each request head before any app does; what it answers, the server sends.
+        self.gate = gate
 
     @property
     def closed(self) -> bool:
@@ -476,6 +492,11 @@ class HTTPConnection(Machine):
         if refusal is not None:
             self._refuse(*refusal, actions)
             return False
+        if self.gate is not None:
+            answer = self.gate(head)
+            if answer is not None:
+                self._answer(head, answer, actions)
+                return False
         method = head.method
         self.body_received = 0
         self.requests_started += 1
@@ -539,6 +560,27 @@ class HTTPConnection(Machine):
         actions.append(Write(self._error_bytes(status, f"{PHRASES[status]}: {why}\n")))
         actions.extend(self._close())
         return actions
+
+    def _answer(self, head: Head, answer: ServerAnswer, actions: list[Action]) -> None:
+        status = answer.status
+        if answer.why is not None:
+            actions.append(Log("warning", f"Refused request from {self.client_text}: {answer.why} (answered {status})"))
+        body = answer.text.encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        headers.extend(answer.headers)
+        data, writer, _ = write_head(
+            status,
+            REASONS.get(status, b""),
+            headers,
+            method=head.method,
+            http10=head.http_version == b"1.0",
+            keep_alive=False,
+            server_headers=self.default_headers(),
+        )
+        self.keep_alive = False
+        actions.append(CancelTimer(KEEP_ALIVE))
+        actions.append(Write(data + body if writer is not None else data))
+        actions.extend(self._close())
 
     def refuse_connection(self, status: int, why: str) -> list[Action]:
         """Answer ``status`` to whatever comes and close (too many connections, shutting down)."""

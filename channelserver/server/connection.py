@@ -102,6 +102,7 @@ class ConnectionProtocol(asyncio.Protocol):
             max_body_size=config.max_body_size,
             body_read_timeout=config.body_read_timeout,
             draining=self.state.shutting_down,
+            gate=self.state.gate,
         )
         limit = config.max_connections
         if limit is not None and len(self.state.connections) > limit:
@@ -126,6 +127,7 @@ class ConnectionProtocol(asyncio.Protocol):
         self._release_drain_waiters()
         if self.ws_drain is not None:
             self.ws_drain.on_idle = _nothing  # the drain no longer refers back to us
+            self.state.ws_open -= 1
         self.state.connection_closed(self)
 
     def pause_writing(self) -> None:
@@ -211,6 +213,8 @@ class ConnectionProtocol(asyncio.Protocol):
     def _start_app(self, cycle: Any, scope: dict[str, Any]) -> None:
         state = self.state
         state.total_requests += 1
+        if scope["type"] == "http":
+            state.http_in_flight += 1
         if state.trusted is not None:
             apply_proxy_headers(scope, state.trusted)
         instance = AppInstance(self, self.machine, cycle, scope, state.instance_settings)
@@ -228,6 +232,8 @@ class ConnectionProtocol(asyncio.Protocol):
         if actions:
             self.run(actions)
         self.instances.pop(instance.cycle, None)
+        if instance.scope["type"] == "http":
+            self.state.http_in_flight -= 1
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
             accepted, code = instance.machine.access_facts()
@@ -236,6 +242,7 @@ class ConnectionProtocol(asyncio.Protocol):
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config
         self.ws_drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
+        self.state.ws_open += 1
         self.machine = WebSocketConnection(
             action.request,
             action.trailing_data,

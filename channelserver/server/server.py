@@ -2,10 +2,13 @@
 
 Shutdown (:meth:`Server.shutdown`), each step waiting on events, each bounded:
 
+0. the drain begins: the health path answers 503; everything else is served as before
+   for ``drain_delay``, while the load balancer takes the instance out;
 1. stop accepting: the listening sockets are closed, so new connections are refused;
 2. idle keep-alive connections are closed; in-flight HTTP responses finish with
-   ``connection: close``; WebSockets are closed with 1012 and told ``websocket.disconnect``;
-3. wait for the connections to close, up to ``graceful_timeout``;
+   ``connection: close``; WebSockets are closed with 1012 and told ``websocket.disconnect``,
+   at once or, with ``drain_spread``, each at a random moment of that window (see drain.py);
+3. wait for the connections to close, up to ``drain_spread + graceful_timeout``;
 4. the connections still open are dropped: their apps get ``http.disconnect`` /
    ``websocket.disconnect`` and ``send()`` raises;
 5. wait for app instances to return, up to ``app_close_timeout``; the rest are cancelled,
@@ -26,6 +29,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -37,7 +41,7 @@ from ..errors import StartupError
 from ..types import ASGIApp
 from .connection import ConnectionProtocol
 from .lifespan import Lifespan
-from .state import ServerState
+from .state import Connection, ServerState
 from .tasks import CANCEL_GRACE, close_loop
 from .tls import ssl_context
 
@@ -201,6 +205,36 @@ class Server:
                 w.cancel()
         return event.is_set()
 
+    async def _spread(self, sockets: list[Connection], spread: float) -> None:
+        """Close each WebSocket with 1012 at a moment drawn at random over ``spread``
+        seconds, so their clients reconnect elsewhere as a slope, not a wall. Those a
+        ``channelserver.drain`` hold keeps busy close when it ends (within
+        graceful_timeout). A forced exit closes the rest at once."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        moments = sorted(random.uniform(0, spread) for _ in sockets)
+        random.shuffle(sockets)
+        force = self._force_event
+        assert force is not None
+        closed = held = 0
+        for moment, conn in zip(moments, sockets, strict=True):
+            wait = start + moment - loop.time()
+            if wait > 0.001 and not force.is_set():
+                await self._bounded(force, wait)
+            if conn.lost:
+                continue
+            conn.shutdown()
+            closed += 1
+            if conn.ws_drain is not None and conn.ws_drain.waiting:
+                held += 1
+        log.info(
+            "Drain: %d WebSocket(s) told to close with 1012 over %.1fs (drain_spread %gs); %d held open by their app",
+            closed,
+            loop.time() - start,
+            spread,
+            held,
+        )
+
     async def shutdown(self) -> None:
         state = self.state
         assert state is not None
@@ -208,6 +242,15 @@ class Server:
         if self.force_exit:
             self._force_event.set()
         config = self.config
+        # 0. the drain begins: the health path answers 503 while the rest is served as before
+        state.draining = True
+        if config.drain_delay > 0:
+            log.info(
+                "Draining: the health path answers 503; serving %d connection(s) for another %gs (drain_delay)",
+                len(state.connections),
+                config.drain_delay,
+            )
+            await self._bounded(self._force_event, config.drain_delay)
         state.shutting_down = True
         # 1. stop accepting: with the listening sockets closed, connection attempts are
         #    refused at once (in a worker this closes its copy; the parent keeps its own)
@@ -222,15 +265,22 @@ class Server:
         state.all_closed = asyncio.Event()
         if not state.connections:
             state.all_closed.set()
+        sockets = []
         for conn in list(state.connections):
-            conn.shutdown()
+            if conn.ws_drain is None or config.drain_spread <= 0:
+                conn.shutdown()
+            else:
+                sockets.append(conn)
+        spreading = asyncio.ensure_future(self._spread(sockets, config.drain_spread)) if sockets else None
         # 3. wait for them
-        if not await self._bounded(state.all_closed, config.graceful_timeout):
+        if not await self._bounded(state.all_closed, config.drain_spread + config.graceful_timeout):
             log.warning(
                 "%d connection(s) still open after graceful_timeout (%ss); dropping them",
                 len(state.connections),
                 config.graceful_timeout,
             )
+        if spreading is not None:
+            spreading.cancel()
         # 4. HTTP still in flight is dropped: its apps get http.disconnect and send() raises.
         #    WebSockets still held get their 1012 now and a moment for the close handshake,
         #    then they are dropped too. From here every app has app_close_timeout.

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import time
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol
 
 from ..config import Config
+from ..protocol.http11 import ServerAnswer
 from ..protocol.proxy import TrustedProxies
+from ..protocol.request import Head
 from ..types import ASGIApp
 from .app import AppInstance, InstanceSettings
 from .drain import DRAIN_EXTENSION, ConnectionDrain
@@ -20,6 +23,11 @@ from .log import ACCESS, RateLimit
 from .timers import TimerHeap
 
 __all__ = ["Connection", "ServerState"]
+
+
+def _target(path: str | None) -> bytes | None:
+    return path.encode("ascii", "replace") if path is not None else None
+
 
 access_log = logging.getLogger(ACCESS)
 
@@ -29,6 +37,8 @@ class Connection(Protocol):
 
     #: The drain of a WebSocket connection; None for HTTP.
     ws_drain: ConnectionDrain | None
+    #: The transport is gone.
+    lost: bool
 
     def shutdown(self) -> None: ...
 
@@ -72,7 +82,29 @@ class ServerState:
         )
         self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.warnings = RateLimit(per=10.0, most=20)
+        #: Set when a drain begins (the health path answers 503 from then on); the
+        #: connections are asked to close ``drain_delay`` later, when shutting_down is set.
+        self.draining = False
         self.shutting_down = False
+        #: Open WebSocket connections (upgraded), and HTTP requests whose app runs.
+        self.ws_open = 0
+        self.http_in_flight = 0
+        #: Requests refused by each limit, for the log.
+        self.refused = {"ws_max_connections": 0, "ws_accept_rate": 0, "limit_concurrency": 0}
+        self._tokens = float(config.ws_accept_burst)
+        self._tokens_at = 0.0
+        self._health = _target(config.health_path)
+        self._liveness = _target(config.liveness_path)
+        gated = (
+            config.health_path,
+            config.liveness_path,
+            config.ws_max_connections,
+            config.ws_accept_rate,
+            config.limit_concurrency,
+        )
+        #: Sees each request head before any app (see HTTPConnection.gate); None when no
+        #: setting needs it.
+        self.gate = self._gate if any(value is not None for value in gated) else None
         #: Set when the drain begins; handed to apps as ``channelserver.drain``'s "started".
         self.drain_started = asyncio.Event()
         self.http_extensions = {DRAIN_EXTENSION: {"started": self.drain_started}}
@@ -81,6 +113,50 @@ class ServerState:
         self._date_second = -1
         self._head_bytes = b""
         self._header_pairs: list[tuple[bytes, bytes]] = []
+
+    # -- what the server answers itself ----------------------------------------------------
+    def _gate(self, head: Head) -> ServerAnswer | None:
+        config = self.config
+        if head.websocket:
+            limit = config.ws_max_connections
+            if limit is not None and self.ws_open >= limit:
+                return self._refuse(
+                    "ws_max_connections", 5, f"{self.ws_open} WebSocket connections open, the ws_max_connections limit"
+                )
+            rate = config.ws_accept_rate
+            if rate is not None:
+                now = self.loop.time()
+                tokens = min(float(config.ws_accept_burst), self._tokens + (now - self._tokens_at) * rate)
+                self._tokens_at = now
+                if tokens < 1.0:
+                    self._tokens = tokens
+                    wait = math.ceil((1.0 - tokens) / rate) if rate > 0 else 60
+                    return self._refuse("ws_accept_rate", wait, f"over ws_accept_rate ({rate:g} handshakes/s)")
+                self._tokens = tokens - 1.0
+            return None
+        if head.method in (b"GET", b"HEAD"):
+            path = head.target.partition(b"?")[0]
+            if path == self._health:
+                if self.draining:
+                    return ServerAnswer(503, "draining\n")
+                return ServerAnswer(200, "ok\n")
+            if path == self._liveness:
+                return ServerAnswer(200, "alive\n")
+        limit = config.limit_concurrency
+        if limit is not None and self.http_in_flight >= limit:
+            return self._refuse(
+                "limit_concurrency", 1, f"{self.http_in_flight} requests in flight, the limit_concurrency"
+            )
+        return None
+
+    def _refuse(self, limit: str, retry_after: int, why: str) -> ServerAnswer:
+        self.refused[limit] += 1
+        return ServerAnswer(
+            503,
+            "Service Unavailable: the server is at its limit; retry later\n",
+            ((b"retry-after", b"%d" % max(1, retry_after)),),
+            f"{why}; {self.refused[limit]} refused by {limit} so far",
+        )
 
     def flush_head_soon(self, instance: AppInstance) -> None:
         """Flush ``instance``'s held-back response head on the next loop turn unless a body

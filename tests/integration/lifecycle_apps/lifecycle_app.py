@@ -51,6 +51,10 @@ class IdleConsumer(AsyncWebsocketConsumer):
 
     groups = ["lobby"]
 
+    async def connect(self) -> None:
+        record("connect")
+        await super().connect()
+
     async def disconnect(self, code: int) -> None:
         # Channels leaves ``groups`` itself after this returns; record that we were told.
         record(f"disconnect {code}")
