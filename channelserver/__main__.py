@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("channelserver.error")
     try:
         app = import_app(args.application)
-        if config.workers > 1 or config.max_requests:
+        if config.supervised:
             from .supervisor.multiprocess import Supervisor
 
             return Supervisor(config, args.application, worker_logging=configure_logging).run()

@@ -290,13 +290,13 @@ class Config:
 
     max_worker_memory: int | None = option(
         None,
-        "Replace a worker whose resident memory (RSS) grows past this many MiB.",
+        "Replace a worker whose resident memory (RSS) grows past this many MiB (read from /proc: Linux).",
         unit="MiB",
         group="lifecycle",
     )
     max_worker_age: float | None = option(
         None,
-        "Replace a worker after it has run this long.",
+        "Replace a worker this long after it was started.",
         unit="seconds",
         group="lifecycle",
     )
@@ -352,6 +352,12 @@ class Config:
                 raise ConfigError(f"{name}={path!r} must start with '/'")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("ssl_keyfile is set but ssl_certfile is not")
+
+    @property
+    def supervised(self) -> bool:
+        """Served by the supervisor and its worker processes: more than one worker, or
+        a worker that is to be replaced (by requests, memory or age)."""
+        return self.workers > 1 or bool(self.max_requests or self.max_worker_memory or self.max_worker_age)
 
     # -- building -----------------------------------------------------------------------
     @classmethod

@@ -160,8 +160,8 @@ class Clients:
 
 
 # -- the server and its log ---------------------------------------------------------------------
-def start(*flags: str) -> ServerProcess:
-    server = channelserver(APP, "--workers", "2", "--no-access-log", *flags, env=ENV)
+def start(*flags: str, workers: int = 2) -> ServerProcess:
+    server = channelserver(APP, "--workers", str(workers), "--no-access-log", *flags, env=ENV)
     server.wait_for(READY, 30)
     return server
 
@@ -301,4 +301,15 @@ def test_max_worker_age_recycles_every_worker_one_at_a_time_without_a_failed_con
             assert match and 2 <= float(match[1]) < 5, server.text
         assert time.monotonic() - began < 60
         report("max_worker_age 2 + 1", took, clients)
+        stop(server)
+
+
+def test_one_worker_with_max_worker_age_runs_under_the_supervisor_and_is_recycled() -> None:
+    """With one worker, a recycling setting still takes effect: it brings the supervisor."""
+    with start("--max-worker-age", "1", workers=1) as server:
+        (first,) = ready_pids(server)
+        with Clients(server.ws_url, held=2) as clients:
+            recycled(server, first)
+            clients.wait("reconnections", lambda: clients.restarts >= clients.held_on({first}))
+        assert clients.failures == []
         stop(server)

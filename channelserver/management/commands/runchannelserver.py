@@ -166,18 +166,17 @@ class Command(BaseCommand):
         if not options["use_reloader"]:
             self.inner_run(None, **options)
             return
-        if config.workers > 1 or config.max_requests:
-            if options.get("workers") is not None or options.get("max_requests") is not None:
-                given = (
-                    f"--workers {config.workers}"
-                    if options.get("workers") is not None
-                    else f"--max-requests {config.max_requests}"
-                )
-                raise CommandError(
-                    f"{given} runs worker processes, which the autoreloader cannot restart: add --noreload."
-                )
+        if config.supervised:
+            for name in ("workers", "max_requests", "max_worker_memory", "max_worker_age"):
+                if options.get(name) is not None:
+                    given = f"--{name.replace('_', '-')} {getattr(config, name)}"
+                    raise CommandError(
+                        f"{given} runs worker processes, which the autoreloader cannot restart: add --noreload."
+                    )
             # From settings or $WEB_CONCURRENCY: meant for production; develop on one.
-            self.config = config = config.replace(workers=1, max_requests=None)
+            self.config = config = config.replace(
+                workers=1, max_requests=None, max_worker_memory=None, max_worker_age=None
+            )
         if os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) != "true":
             # The reloader's parent: bind once, so every child serves the same socket.
             sock = self.bind(config)
@@ -281,7 +280,7 @@ class Command(BaseCommand):
 
         self.configure_logging(config, options)
         sock = self.listening_socket(config, reloading)
-        if config.workers > 1 or config.max_requests:
+        if config.supervised:
             self.run_workers(config, sock, static, **options)
             return
         self.serve(config, app, sock, reloading, **options)
