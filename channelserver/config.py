@@ -188,10 +188,12 @@ class Config:
         group="websocket",
     )
     ws_deflate_idle: float | None = option(
-        30.0,
-        "Drop a connection's compression context after this long without a message sent, and "
-        "the decompression context after this long without one received when the client "
-        "resets it per message; a new one is made on the next message. Unset keeps them.",
+        0.0,
+        "How long a connection's compression context outlives its last message. 0 (the "
+        "default): none does, both directions agree on no context takeover, and an idle "
+        "socket holds no zlib memory, at some cost in ratio on repeated messages; a number "
+        "of seconds: contexts are taken over and the compressor is dropped after one to two "
+        "such periods without a message sent; unset: kept for the connection's life.",
         unit="seconds",
         group="websocket",
     )

@@ -43,7 +43,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.extensions import Extension
 from wsproto.frame_protocol import LOCAL_ONLY_CLOSE_REASONS, CloseReason
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
@@ -59,6 +59,7 @@ from .asgi_websocket import (
     State,
     WebSocketCycle,
 )
+from .deflate import Deflate
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .frames import CLOSE as CLOSE_FRAME
@@ -93,6 +94,7 @@ _WS_OPEN = ConnectionState.OPEN
 
 HANDSHAKE = "handshake"
 PING = "ping"
+DEFLATE = "deflate_idle"
 PONG = "pong_deadline"
 CLOSE = "close_handshake"
 
@@ -119,6 +121,9 @@ class WebSocketConnection(Machine):
         ping_timeout: float | None = 20.0,
         close_timeout: float = 5.0,
         per_message_deflate: bool = True,
+        deflate_window_bits: int = 12,
+        deflate_mem_level: int = 5,
+        deflate_idle: float | None = 0.0,
         default_headers: Any = list,
         extensions: dict[str, Any] | None = None,
         handshake_timeout: float | None = 10.0,
@@ -140,6 +145,14 @@ class WebSocketConnection(Machine):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.per_message_deflate = per_message_deflate
+        self.deflate_window_bits = deflate_window_bits
+        self.deflate_mem_level = deflate_mem_level
+        #: 0: no compression context outlives a message; None: kept for the connection's
+        #: life; else dropped after this long with nothing sent (see deflate.py).
+        self.deflate_idle = deflate_idle
+        #: The permessage-deflate agreed on, if any; and whether its idle timer is armed.
+        self.deflate: Deflate | None = None
+        self.deflate_timer = False
         self.default_headers = default_headers
         self.extensions = extensions
         #: wsproto's handshake, made when needed (see the handshake property), and what it
@@ -385,6 +398,13 @@ class WebSocketConnection(Machine):
             # a peer that does not answer may not read either: do not wait to flush to it
             actions.extend(self._drop(abort=True))
             return actions
+        if name == DEFLATE:
+            self.deflate_timer = False
+            deflate = self.deflate
+            if deflate is not None and not deflate.drop_idle() and deflate.contexts and self.deflate_idle:
+                self.deflate_timer = True  # still in use: look again after another idle period
+                return [SetTimer(DEFLATE, self.deflate_idle)]
+            return []
         if name == CLOSE:
             actions = []
             self._peer_gone(actions, self.close_code or ABNORMAL, self.close_reason)
@@ -443,14 +463,14 @@ class WebSocketConnection(Machine):
 
     # -- internals -----------------------------------------------------------------------
     def _accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> list[Action]:
-        extensions: list[Extension] = [PerMessageDeflate()] if self.per_message_deflate else []
+        extensions: list[Extension] = self._extensions()
         extra_headers = [*self.default_headers(), *headers]
         offer = self.offer
         data = accept_response(offer, subprotocol, extensions, extra_headers) if offer is not None else None
         if data is not None:
             ws: Connection | None = Connection(ConnectionType.SERVER, extensions)
         else:  # wsproto writes it (or refuses a header), with extensions not yet agreed on
-            extensions = [PerMessageDeflate()] if self.per_message_deflate else []
+            extensions = self._extensions()
             handshake = self.handshake
             data = handshake.send(
                 AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=extra_headers)
@@ -458,6 +478,8 @@ class WebSocketConnection(Machine):
             ws = handshake.connection
         assert ws is not None
         self.ws = ws
+        if extensions and extensions[0].enabled():
+            self.deflate = extensions[0]  # type: ignore[assignment]
         # With no extension in use a whole message is one plain frame: .frames reads and
         # writes those instead of wsproto's general path.
         if self.fast_frames and not any(ext.enabled() for ext in extensions):
@@ -480,6 +502,19 @@ class WebSocketConnection(Machine):
                 ws.receive_data(held)
                 self._events(actions)
         return actions
+
+    def _extensions(self) -> list[Extension]:
+        if not self.per_message_deflate:
+            return []
+        keep = self.deflate_idle != 0
+        return [Deflate(self.deflate_window_bits, self.deflate_mem_level, keep)]
+
+    def _compressed(self, data: bytes) -> list[Action]:
+        """A message written through the deflate extension: arm its idle timer."""
+        if self.deflate_timer or not self.deflate_idle:
+            return [Write(data)]
+        self.deflate_timer = True
+        return [Write(data), SetTimer(DEFLATE, self.deflate_idle)]
 
     def _reject(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool) -> list[Action]:
         if self.phase is Phase.CLOSED:
@@ -510,7 +545,7 @@ class WebSocketConnection(Machine):
                 return []
             if self.plain_frames:
                 return [Write(plain_frame(TEXT, text.encode()))]
-            return [Write(ws.send(TextMessage(data=text)))]
+            return self._compressed(ws.send(TextMessage(data=text)))
         data = message.get("bytes")
         if data is None:
             raise ASGIProtocolError(f"websocket.send needs 'bytes' or 'text', got neither ({self.cycle.where})")
@@ -520,7 +555,7 @@ class WebSocketConnection(Machine):
             return []
         if self.plain_frames:
             return [Write(plain_frame(BINARY, bytes(data)))]
-        return [Write(ws.send(BytesMessage(data=bytes(data))))]
+        return self._compressed(ws.send(BytesMessage(data=bytes(data))))
 
     def _close(self, code: int, reason: str) -> list[Action]:
         """Send our close frame; the peer answers or ``close_timeout`` drops the socket."""
