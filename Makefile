@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
+.PHONY: test-deploy run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ test-py310: system-deps autobahn
 	bash scripts/extra-venv.sh .venv-py310 3.10
 	.venv-py310/bin/python $(VERSIONS)
 	.venv-py310/bin/pytest $(PYTEST_ARGS)
+
+# The rolling deploy behind nginx (tests/deploy): not yet in `make test`, see
+# docs/deployment.md's known issues.
+test-deploy: venv system-deps
+	CHANNELSERVER_DEPLOY_TESTS=1 $(BIN)/pytest tests/deploy $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/run.py
