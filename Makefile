@@ -10,7 +10,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: test-deploy run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
+.PHONY: bench-scale test-deploy run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ test-py310: system-deps autobahn
 # docs/deployment.md's known issues.
 test-deploy: venv system-deps
 	CHANNELSERVER_DEPLOY_TESTS=1 $(BIN)/pytest tests/deploy $(PYTEST_ARGS)
+
+# Many WebSockets per worker (bench/scale.py): memory and idle CPU per socket, fan-out
+# through Redis over 2 workers, a connect storm; every peer in the same run. See docs/scaling.md.
+bench-scale: venv
+	$(PY) bench/scale.py
 
 bench: venv
 	$(PY) bench/run.py
