@@ -340,6 +340,10 @@ class HTTPConnection(Machine):
             return actions
         return []
 
+    def drain_begins(self) -> list[Action]:
+        self.draining = True
+        return []
+
     def shutdown(self) -> list[Action]:
         """Server shutdown: close an idle keep-alive connection, else finish the current
         response with ``connection: close``.

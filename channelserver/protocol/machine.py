@@ -42,6 +42,12 @@ class Machine(Protocol):
         """The server drains: finish what is in flight, then close."""
         ...
 
+    def drain_begins(self) -> list[Action]:
+        """A drain began; ``shutdown()`` comes ``drain_delay`` later. Meanwhile everything
+        is served as before (HTTP: each response says ``connection: close``, so that no
+        keep-alive connection is idle when the closing starts)."""
+        return []
+
     # -- from the app instance of a cycle ------------------------------------------------
     def app_send(self, cycle: Any, message: Any) -> list[Action]:
         """The app's ``send(message)``. Raises ``ASGIProtocolError`` for a message the

@@ -101,7 +101,7 @@ class ConnectionProtocol(asyncio.Protocol):
             max_headers=config.max_headers,
             max_body_size=config.max_body_size,
             body_read_timeout=config.body_read_timeout,
-            draining=self.state.shutting_down,
+            draining=self.state.draining,
             gate=self.state.gate,
         )
         limit = config.max_connections
@@ -307,6 +307,10 @@ class ConnectionProtocol(asyncio.Protocol):
         if drain is not None and not drain.begin():
             return
         self.run(self.machine.shutdown())
+
+    def drain_begins(self) -> None:
+        """The drain began; the closing comes ``drain_delay`` later."""
+        self.run(self.machine.drain_begins())
 
     def force_shutdown(self) -> None:
         """``graceful_timeout`` passed: close a WebSocket even if its app still holds it."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import logging
 import os
 import random
@@ -205,35 +206,53 @@ class Server:
                 w.cancel()
         return event.is_set()
 
-    async def _spread(self, sockets: list[Connection], spread: float) -> None:
+    async def _spread(self, sockets: list[Connection], spread: float, graceful: float) -> None:
         """Close each WebSocket with 1012 at a moment drawn at random over ``spread``
-        seconds, so their clients reconnect elsewhere as a slope, not a wall. Those a
-        ``channelserver.drain`` hold keeps busy close when it ends (within
-        graceful_timeout). A forced exit closes the rest at once."""
+        seconds, so that their clients reconnect elsewhere as a slope, not a wall.
+
+        One a ``channelserver.drain`` hold keeps busy closes when the hold ends, or
+        ``graceful`` seconds after its own moment: held sockets (a GraphQL subscription
+        that never ends) are still closed as a slope. A forced exit closes the rest at once.
+        """
         loop = asyncio.get_running_loop()
         start = loop.time()
-        moments = sorted(random.uniform(0, spread) for _ in sockets)
-        random.shuffle(sockets)
         force = self._force_event
         assert force is not None
-        closed = held = 0
-        for moment, conn in zip(moments, sockets, strict=True):
-            wait = start + moment - loop.time()
+        # (when, seq, kind, connection): kind 0 is its 1012, kind 1 the end of its hold's time
+        events = [(start + random.uniform(0, spread), seq, 0, conn) for seq, conn in enumerate(sockets)]
+        heapq.heapify(events)
+        seq = len(events)
+        to_tell = len(events)
+        told = held = overdue = 0
+        while events:
+            when, _, kind, conn = heapq.heappop(events)
+            wait = when - loop.time()
             if wait > 0.001 and not force.is_set():
                 await self._bounded(force, wait)
-            if conn.lost:
-                continue
-            conn.shutdown()
-            closed += 1
-            if conn.ws_drain is not None and conn.ws_drain.waiting:
-                held += 1
-        log.info(
-            "Drain: %d WebSocket(s) told to close with 1012 over %.1fs (drain_spread %gs); %d held open by their app",
-            closed,
-            loop.time() - start,
-            spread,
-            held,
-        )
+            if kind == 0:
+                to_tell -= 1
+                if not conn.lost:
+                    conn.shutdown()
+                    told += 1
+                    if conn.ws_drain is not None and conn.ws_drain.waiting:
+                        held += 1
+                        seq += 1
+                        heapq.heappush(events, (when + graceful, seq, 1, conn))
+                if to_tell == 0:
+                    log.info(
+                        "Drain: %d WebSocket(s) told to close with 1012 over %.1fs (drain_spread %gs); "
+                        "%d held open by their app, each for up to graceful_timeout (%gs)",
+                        told,
+                        loop.time() - start,
+                        spread,
+                        held,
+                        graceful,
+                    )
+            elif not conn.lost and conn.ws_drain is not None and conn.ws_drain.waiting:
+                conn.force_shutdown()
+                overdue += 1
+        if overdue:
+            log.info("Drain: %d held WebSocket(s) closed at their graceful_timeout", overdue)
 
     async def shutdown(self) -> None:
         state = self.state
@@ -244,6 +263,8 @@ class Server:
         config = self.config
         # 0. the drain begins: the health path answers 503 while the rest is served as before
         state.draining = True
+        for conn in list(state.connections):
+            conn.drain_begins()
         if config.drain_delay > 0:
             log.info(
                 "Draining: the health path answers 503; serving %d connection(s) for another %gs (drain_delay)",
@@ -271,7 +292,9 @@ class Server:
                 conn.shutdown()
             else:
                 sockets.append(conn)
-        spreading = asyncio.ensure_future(self._spread(sockets, config.drain_spread)) if sockets else None
+        spreading = None
+        if sockets:
+            spreading = asyncio.ensure_future(self._spread(sockets, config.drain_spread, config.graceful_timeout))
         # 3. wait for them
         if not await self._bounded(state.all_closed, config.drain_spread + config.graceful_timeout):
             log.warning(

@@ -160,7 +160,16 @@ class Supervisor:
         # close handshakes, app_close_timeout for the apps and again for lifespan shutdown,
         # and CANCEL_GRACE four times: after the apps' cancellation, after lifespan's, for
         # the loop's last clean-up and for the exit watchdog (a thread an app left busy).
-        self.stop_timeout = config.graceful_timeout + 2 * config.app_close_timeout + 1 + 4 * CANCEL_GRACE + stop_margin
+        # The drain's own phases come first: drain_delay serving, then drain_spread closing.
+        self.stop_timeout = (
+            config.drain_delay
+            + config.drain_spread
+            + config.graceful_timeout
+            + 2 * config.app_close_timeout
+            + 1
+            + 4 * CANCEL_GRACE
+            + stop_margin
+        )
         self.clock = clock
         self.launcher: Launcher = launcher if launcher is not None else SpawnLauncher()
         self.sockets: list[socket.socket] = []
@@ -177,6 +186,10 @@ class Supervisor:
         self.next_memory_check = math.inf
         self.pending_signals: list[int] = []
         self._wakeup: socket.socket | None = None
+        #: When stopping, the parent closes its copy of the listening sockets once the
+        #: workers stop accepting (after drain_delay): from then on the kernel refuses new
+        #: connections at once, instead of queueing them for no one to accept.
+        self.close_sockets_at = math.inf
 
     @property
     def done(self) -> bool:
@@ -317,6 +330,15 @@ class Supervisor:
         log.info("%s: stopping %d worker(s), up to %.0fs", why, len(self.workers), self.stop_timeout)
         for worker in live:
             self._stop(worker)
+        self.close_sockets_at = self.clock() + self.config.drain_delay
+        self._close_sockets_when_due()
+
+    def _close_sockets_when_due(self) -> None:
+        if self.close_sockets_at > self.clock():
+            return
+        self.close_sockets_at = math.inf
+        for sock in self.sockets:
+            sock.close()
 
     def _kill_all(self) -> None:
         """Last resort when :meth:`run` leaves with workers alive (an error in the parent)."""
@@ -521,11 +543,13 @@ class Supervisor:
 
     def next_deadline(self) -> float:
         """When :meth:`time_passed` next has something to do (``math.inf``: nothing)."""
-        return min(min((self._deadline_of(w) for w in self.workers), default=math.inf), self.next_memory_check)
+        workers = min((self._deadline_of(w) for w in self.workers), default=math.inf)
+        return min(workers, self.next_memory_check, self.close_sockets_at)
 
     def time_passed(self) -> None:
         """Input: the clock moved on; act on every deadline it reached."""
         now = self.clock()
+        self._close_sockets_when_due()
         if self.next_memory_check <= now:
             self.next_memory_check = now + self.memory_check_interval
             self._check_memory()

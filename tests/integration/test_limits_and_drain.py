@@ -155,6 +155,8 @@ def test_health_path_turns_503_at_the_drain_start_and_the_server_serves_through_
         assert http_get(port, "/healthz", "HEAD")[2] == b""
         assert http_get(port, "/livez")[0] == 200
 
+        kept = socket.create_connection(("127.0.0.1", port), timeout=10)  # a keep-alive connection
+
         async def scenario() -> tuple[float, int | None, list[int], int, float]:
             ws = await connect(f"{server.ws_url}/ws/idle/", ping_interval=None)
             signalled = time.monotonic()
@@ -166,13 +168,21 @@ def test_health_path_turns_503_at_the_drain_start_and_the_server_serves_through_
                 (await asyncio.to_thread(http_get, port, "/livez"))[0],
                 (await asyncio.to_thread(http_get, port, "/tasks"))[0],
             ]
+            # a keep-alive connection is answered with connection: close, so none is idle
+            # when the closing starts (a proxy's request would meet a closing socket)
+            kept.sendall(b"GET /tasks HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await asyncio.to_thread(kept.recv, 65536)
+            assert b"connection: close" in answer.lower(), answer
             assert ws.close_code is None
             await asyncio.wait_for(ws.wait_closed(), 10)
             closed_after = time.monotonic() - signalled
             rc, took = await stopping
             return closed_after, ws.close_code, during, rc, took
 
-        closed_after, code, during, rc, took = asyncio.run(scenario())
+        with kept:
+            closed_after, code, during, rc, took = asyncio.run(scenario())
     assert during == [503, 200, 200]
     assert code == 1012
     assert closed_after >= delay

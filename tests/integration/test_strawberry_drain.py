@@ -351,3 +351,42 @@ def test_no_leak_after_1000_cycles_and_500_dropped_connections(events: Events) -
     assert rc == 0
     assert took < 1.0, f"exit took {took:.2f}s"
     assert "Traceback" not in server.text, server.text[-3000:]
+
+
+def test_endless_subscriptions_under_drain_spread_close_as_a_slope(events: Events) -> None:
+    """Held sockets are not closed together at graceful_timeout: each one's hold ends
+    ``graceful_timeout`` after its own moment in ``drain_spread``, so a fleet of endless
+    subscriptions still reconnects as a slope."""
+    n, spread, graceful = 24, 2.0, 1.0
+    flags = ("--no-access-log", "--drain-spread", str(spread), "--graceful-timeout", str(graceful))
+    with serve(APP, *flags, events=events) as server:
+
+        async def scenario() -> tuple[list[float], list[int | None]]:
+            clients = []
+            for i in range(n):
+                client = await GraphQLWSClient.connect(f"{server.ws_url}/graphql", TRANSPORT_WS)
+                await client.subscribe("sub", FOREVER, {"interval": 0.2, "tag": f"endless{i}"})
+                await client.receive()
+                clients.append(client)
+            sent = await signal_when_draining(server)
+
+            async def closed(client: GraphQLWSClient) -> tuple[float, int | None]:
+                _, code, _ = await client.until_closed(timeout=spread + graceful + 5)
+                return time.monotonic() - sent, code
+
+            ends = await asyncio.gather(*(closed(c) for c in clients))
+            return sorted(t for t, _ in ends), [code for _, code in ends]
+
+        moments, codes = asyncio.run(scenario())
+        rc = server.wait(10)
+    print(
+        f"{n} endless subscriptions, spread {spread}s, graceful {graceful}s: closed {moments[0]:.2f}s to {moments[-1]:.2f}s"
+    )
+    assert codes == [1012] * n
+    assert moments[0] > graceful - 0.2, moments  # each held for graceful_timeout after its moment
+    assert moments[-1] < spread + graceful + 1.0, moments
+    assert moments[-1] - moments[0] > 0.6 * spread, moments  # a slope, not a wall
+    assert f"Drain: {n} WebSocket(s) told to close with 1012" in server.text
+    assert f"{n} held open by their app" in server.text
+    assert f"Drain: {n} held WebSocket(s) closed at their graceful_timeout" in server.text
+    assert rc == 0, server.text

@@ -10,6 +10,7 @@ does" table in docs/lifecycle.md.
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -248,3 +249,31 @@ def test_no_worker_is_replaced_or_recycled_while_stopping() -> None:
     h.exit(second, 0)
     assert h.pids == [first, second]
     assert h.supervisor.done and h.supervisor.exit_code == EXIT_OK
+
+
+# -- stopping: the parent's listening socket closes when the workers stop accepting ---------------
+
+
+def test_the_parents_listening_socket_closes_after_drain_delay_when_stopping() -> None:
+    h = Harness(workers=2, drain_delay=3.0, drain_spread=2.0)
+    listener = socket.socket()
+    h.supervisor.sockets = [listener]
+    h.start()
+    h.signal(SIGTERM)
+    assert listener.fileno() != -1  # the workers still serve through drain_delay
+    h.advance(2.9)
+    assert listener.fileno() != -1
+    h.advance(0.2)
+    assert listener.fileno() == -1  # new connections are refused from now on
+    assert h.supervisor.stop_timeout >= 3.0 + 2.0 + h.config.graceful_timeout
+
+
+def test_without_drain_delay_the_listening_socket_closes_as_the_stop_begins() -> None:
+    h = Harness(workers=1)
+    listener = socket.socket()
+    h.supervisor.sockets = [listener]
+    h.start()
+    h.signal(SIGHUP)  # a rolling restart keeps it: the replacements accept on it
+    assert listener.fileno() != -1
+    h.signal(SIGTERM)
+    assert listener.fileno() == -1
