@@ -73,10 +73,9 @@ test-py310: system-deps autobahn
 	.venv-py310/bin/python $(VERSIONS)
 	.venv-py310/bin/pytest $(PYTEST_ARGS)
 
-# The rolling deploy behind nginx (tests/deploy): not yet in `make test`, see
-# docs/deployment.md's known issues.
+# Only the rolling deploy behind nginx (tests/deploy, also part of `make test`).
 test-deploy: venv system-deps
-	CHANNELSERVER_DEPLOY_TESTS=1 $(BIN)/pytest tests/deploy $(PYTEST_ARGS)
+	$(BIN)/pytest tests/deploy $(PYTEST_ARGS)
 
 # Many WebSockets per worker (bench/scale.py): memory and idle CPU per socket, fan-out
 # through Redis over 2 workers, a connect storm; every peer in the same run. See docs/scaling.md.

@@ -13,13 +13,8 @@ directory; docs/deployment.md quotes them.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
-
-#: Not part of ``make test`` yet: the rolling deploy still fails on the server problems listed
-#: in docs/deployment.md ("Known issues"). ``make test-deploy`` runs it.
-collect_ignore_glob = [] if os.environ.get("CHANNELSERVER_DEPLOY_TESTS") == "1" else ["test_*.py"]
 
 #: Figures recorded by the scenarios of this session, in the order they ran.
 FIGURES: list[dict[str, Any]] = []
