@@ -25,7 +25,10 @@ reads it (and names the error, if it is one) as it always did:
 
 A whole masked close frame is handed to the ``close`` callback, which reads it as wsproto
 would (its code and reason) or declines it (a code or reason wsproto fails, a close the
-connection did not expect now): wsproto then reads it.
+connection did not expect now): wsproto then reads it. A whole masked ping or pong frame
+outside a fragmented message (a client's keepalive, the answer to the server's) is handed
+to the ``control`` callback in the same way: it acts as on wsproto's ``Ping``/``Pong``
+event, or declines.
 
 wsproto fails an unknown opcode and a control frame longer than 125 bytes on its first
 two bytes, before any length bytes: those are handed over at once, with all that follows
@@ -54,6 +57,8 @@ WAIT_MAX = 4096
 TEXT = 0x81
 BINARY = 0x82
 CLOSE = 0x88
+PING = 0x89
+PONG = 0x8A
 
 #: Opcodes RFC 6455 defines: continuation, text, binary, close, ping, pong.
 _OPCODES = frozenset((0x0, 0x1, 0x2, 0x8, 0x9, 0xA))
@@ -93,7 +98,7 @@ class FrameReader:
     the connection is closed: nothing more is read.
     """
 
-    __slots__ = ("close", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
+    __slots__ = ("close", "control", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
 
     def __init__(
         self,
@@ -101,12 +106,14 @@ class FrameReader:
         deliver: Callable[[str | bytes], bool],
         to_wsproto: Callable[[bytes], bool],
         close: Callable[[bytes], bool],
+        control: Callable[[int, bytes], bool] | None = None,
     ) -> None:
         #: Largest payload read here: the message size limit, at most FAST_MAX.
         self.limit = min(limit, FAST_MAX)
         self.deliver = deliver
         self.to_wsproto = to_wsproto
         self.close = close
+        self.control = control
         #: Bytes wsproto still needs for the frame it is reading (0: at a frame boundary).
         self.owed = 0
         #: A fragmented message is open in wsproto.
@@ -181,6 +188,16 @@ class FrameReader:
             elif first == CLOSE and plain and end - i >= total:  # a whole close frame (<= 125 bytes)
                 if self.close(unmask(data[start - 4 : start], data[start : i + total])):
                     return  # closed: nothing more is read
+            elif (
+                first in (PONG, PING)
+                and plain
+                and end - i >= total
+                and not self.fragmented
+                and self.control is not None
+            ):  # a whole ping or pong (<= 125 bytes)
+                if self.control(first, unmask(data[start - 4 : start], data[start : i + total])):
+                    i += total
+                    continue
             elif opcode < 0x8:  # data frames open or close a fragmented message
                 self.fragmented = not first & 0x80
             # This frame, or what has come of it, goes to wsproto; the rest is owed.

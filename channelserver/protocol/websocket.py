@@ -63,6 +63,8 @@ from .deflate import Deflate
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .frames import BINARY, TEXT, FrameReader, plain_frame
 from .frames import CLOSE as CLOSE_FRAME
+from .frames import PING as PING_FRAME
+from .frames import PONG as PONG_FRAME
 from .handshake import Offer, accept_response, check_key, check_version, read_offer
 from .machine import Machine
 from .request import UpgradeRequest
@@ -386,7 +388,10 @@ class WebSocketConnection(Machine):
                 self.heard = False
             elif not self.awaiting_pong:
                 self.awaiting_pong = True
-                actions.append(Write(ws.send(Ping(payload=b"channelserver"))))
+                if self.plain_frames:  # the bytes wsproto writes for Ping(payload)
+                    actions.append(Write(plain_frame(PING_FRAME, b"channelserver")))
+                else:
+                    actions.append(Write(ws.send(Ping(payload=b"channelserver"))))
                 if self.ping_timeout is not None:
                     actions.append(SetTimer(PONG, self.ping_timeout))
             return actions
@@ -484,7 +489,9 @@ class WebSocketConnection(Machine):
         # writes those instead of wsproto's general path.
         if self.fast_frames and not any(ext.enabled() for ext in extensions):
             self.plain_frames = True
-            self.reader = FrameReader(self.max_size, self._deliver_plain, self._to_wsproto, self._peer_closed)
+            self.reader = FrameReader(
+                self.max_size, self._deliver_plain, self._to_wsproto, self._peer_closed, self._control_plain
+            )
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -624,6 +631,21 @@ class WebSocketConnection(Machine):
         actions.append(Write(plain_frame(CLOSE_FRAME, payload)))
         self._peer_gone(actions, code, reason)
         actions.extend(self._drop())
+        return True
+
+    def _control_plain(self, first: int, payload: bytes) -> bool:
+        """A whole ping or pong the reader read: act as ``_events`` does on wsproto's
+        ``Ping`` (answer with the same payload, while open) or ``Pong`` event."""
+        if first == PONG_FRAME:
+            self.awaiting_pong = False
+            self._out.append(CancelTimer(PONG))
+            return True
+        ws = self.ws
+        assert ws is not None
+        if ws.state is not ConnectionState.OPEN:
+            return False
+        # the bytes wsproto writes for event.response(): a final unmasked pong, same payload
+        self._out.append(Write(plain_frame(PONG_FRAME, payload)))
         return True
 
     def _to_wsproto(self, data: bytes) -> bool:

@@ -437,11 +437,17 @@ def test_plain_frames_are_wsprotos_bytes_for_any_payload(payload: str | bytes, p
 
 
 class Recorder:
-    def __init__(self, limit: int = 1 << 20) -> None:
+    def __init__(self, limit: int = 1 << 20, controls: bool = False) -> None:
         self.delivered: list[str | bytes] = []
         self.handed: list[bytes] = []
         self.closes: list[bytes] = []
-        self.reader = FrameReader(limit, self.deliver, self.to_wsproto, self.close)
+        self.controls: list[tuple[int, bytes]] = []
+        control = self.control if controls else None
+        self.reader = FrameReader(limit, self.deliver, self.to_wsproto, self.close, control)
+
+    def control(self, first: int, payload: bytes) -> bool:
+        self.controls.append((first, payload))
+        return True
 
     def deliver(self, payload: str | bytes) -> bool:
         self.delivered.append(payload)
@@ -555,6 +561,18 @@ def test_other_frames_go_to_wsproto_one_by_one(data: bytes, limit: int) -> None:
     got.reader.feed(data + after)
     assert b"".join(got.handed) == data
     assert got.delivered == ["after"]
+
+
+def test_a_whole_ping_or_pong_goes_to_the_control_callback_outside_a_fragmented_message() -> None:
+    got = Recorder(controls=True)
+    got.reader.feed(build(0x9, b"keepalive") + build(0xA, b"") + build(0x1, b"after"))
+    assert got.controls == [(0x89, b"keepalive"), (0x8A, b"")]
+    assert got.handed == [] and got.delivered == ["after"]
+    inside = build(0x1, b"a", fin=False) + build(0x9, b"p") + build(0x0, b"b")
+    got = Recorder(controls=True)
+    got.reader.feed(inside)
+    assert got.controls == []  # inside a fragmented message: wsproto reads it, in order
+    assert b"".join(got.handed) == inside
 
 
 def test_the_proof_draws_frames_the_reader_reads() -> None:
