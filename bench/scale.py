@@ -13,15 +13,16 @@ Workloads:
   ``AsyncWebsocketConsumer`` that joins a group, opened in steps on one worker process.
   The channel layer is Channels' in-memory one with its expiry sweep at most once a
   second (``bench/scaleproject/layers.py``: Channels' own sweeps every channel and group
-  member at every receive, which makes each new connection cost O(N) whatever the server;
-  ``--stock-memory-layer`` serves it as it is). After each step: resident memory per connection, (RSS of the
-  server's processes with N open - RSS before the first) / N. At the largest N: the
+  member at every receive, which makes each new connection cost O(N) whatever the
+  server; ``--stock-memory-layer`` serves it as it is). After each step: resident memory
+  per connection, (RSS of the server's processes with N open - RSS before the first) /
+  N. At the largest N: the
   server's CPU time per second over a quiet window (25 s, longer than the 20 s ping
   interval of the servers that ping), and the pings each connection answered in it.
 - ``subscribed``: the same, but the client offers permessage-deflate as Chrome does and
   each connection has received three 200-byte JSON messages when RSS is read: the
-  compression contexts of the servers that accept deflate exist. The window is 35 s, and
-  RSS is read again after it.
+  compression contexts of the servers that accept deflate exist. RSS is read again at the
+  end of the window (a server may drop idle contexts).
 - ``fanout``: N subscribers (``--fanout-n``, 1,000 and 10,000) of one Strawberry
   subscription over graphql-transport-ws, on two worker processes that share a
   redis-server of this run's own through ``RedisPubSubChannelLayer`` and, in a second
@@ -31,13 +32,13 @@ Workloads:
   the deliveries. Daphne has no workers option: two Daphne processes on two ports, the
   clients split between them.
 - ``storm``: N clients (``--storm-n``, default the largest ``--n``) connect to the idle
-  consumer at once: the time until every one has its 101 (the consumer joined its group
-  before it accepted), the times of the median and the 99th percentile, and the failures
-  (refused, reset, closed, timeouts, other statuses).
+  consumer at once, each giving up after 30 s: the time until every one has its 101 (the
+  consumer joined its group before it accepted), the times of the median and the 99th
+  percentile, and the failures (refused, reset, closed, timeouts, other statuses).
 
 The client (:mod:`bench.scale_client`) is a separate process: raw asyncio protocols, one
-per connection, answering pings with pongs. Connections are opened 100 at a time except
-in the storm. Every process's limit of open files is raised to its hard limit here, before
+per connection, answering pings with pongs. Connections are opened 32 at a time (fewer
+than the smallest default listen backlog, Daphne's 50) except in the storm. Every process's limit of open files is raised to its hard limit here, before
 anything starts, so the servers inherit it. Every step has a timeout; a server that cannot
 hold N is reported at the count it reached ("failed at 7,312") and the run goes on.
 
@@ -68,7 +69,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -180,10 +181,10 @@ def tree_rss(roots: Sequence[int]) -> int:
     return total
 
 
-def settle(roots: Sequence[int], *, longest: float = 15.0, step: float = 1.0) -> float:
+def settle(roots: Sequence[int], *, longest: float = 15.0, step: float = 0.5) -> float:
     """Wait until the processes are quiet: under 5% of a CPU over ``step``, or the same
-    rate twice running (a steady housekeeping cost), at most ``longest`` seconds. Returns
-    the last rate (CPU seconds per second)."""
+    rate twice running within 3% (a steady housekeeping cost), at most ``longest``
+    seconds. Returns the last rate (CPU seconds per second)."""
     deadline = time.monotonic() + longest
     before = tree_cpu(roots)
     previous = -1.0
@@ -191,7 +192,7 @@ def settle(roots: Sequence[int], *, longest: float = 15.0, step: float = 1.0) ->
         time.sleep(step)
         now = tree_cpu(roots)
         rate = (now - before) / step
-        if rate < 0.05 or abs(rate - previous) < 0.02 or time.monotonic() >= deadline:
+        if rate < 0.05 or abs(rate - previous) <= 0.03 or time.monotonic() >= deadline:
             return rate
         before, previous = now, rate
 
@@ -486,13 +487,13 @@ class Plan:
     mutations: int
     warmup: int = 20
     concurrency: int = 32
-    storm_timeout: float = 60.0
+    storm_timeout: float = 30.0
     mutation_timeout: float = 20.0
     memory_layer: str = "memory"  # BENCH_SCALE_LAYER of idle, subscribed and storm
 
 
 FULL = Plan(
-    ns=(1000, 5000, 10000), fanout_ns=(1000, 10000), storm_n=10000, idle_window=25, subscribed_window=35, mutations=10
+    ns=(1000, 5000, 10000), fanout_ns=(1000, 10000), storm_n=10000, idle_window=25, subscribed_window=25, mutations=10
 )
 QUICK = Plan(ns=(100, 300), fanout_ns=(50, 200), storm_n=500, idle_window=4, subscribed_window=4, mutations=3)
 
@@ -566,7 +567,6 @@ def run_sockets(peer: Peer, workload: str, ctx: Context) -> dict[str, Any]:
                 f"  {n:>6,}: {answer['ready']:,} opened in {answer['elapsed']:.1f}s, "
                 f"RSS {rss / 2**20:.0f} MiB, {step['kib_per_conn']:.1f} KiB/conn"
             )
-        settle(server.roots)
         cpu0, stats0 = tree_cpu(server.roots), client.call({"cmd": "stats"}, 30)
         start = time.monotonic()
         time.sleep(window)
@@ -657,7 +657,12 @@ def run_fanout(peer: Peer, layer: str, ctx: Context) -> dict[str, Any]:
         "graphql": True,
         "concurrency": plan.concurrency,
     }
-    mutate: dict[str, Any] = {"cmd": "fanout", "port": server.ports[0], "timeout": plan.mutation_timeout}
+    mutate: dict[str, Any] = {
+        "cmd": "fanout",
+        "port": server.ports[0],
+        "timeout": plan.mutation_timeout,
+        "pause": 0.1,
+    }
     result: dict[str, Any] = {
         "server": peer.name,
         "layer": layer,
@@ -735,15 +740,16 @@ def fmt(value: Value, spec: str = "{:,.1f}") -> str:
     return spec.format(value)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Collection[int] = (0,)) -> str:
+    """A GitHub markdown table: the columns numbered in ``left`` left-aligned (text), the
+    others right-aligned (numbers)."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        padded = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    rule = "|" + "|".join(("-" * (w + 2)) if i in left else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
@@ -756,6 +762,7 @@ class Column:
     value: Callable[[dict[str, Any]], Value]
     spec: str = "{:,.1f}"
     better: int = 0
+    left: bool = False  # text, left-aligned
 
 
 def ratio_cells(columns: Sequence[Column], results: dict[str, dict[str, Any]]) -> list[str] | None:
@@ -784,7 +791,8 @@ def workload_table(columns: Sequence[Column], results: dict[str, dict[str, Any]]
     ratios = ratio_cells(columns, results)
     if ratios is not None:
         rows.append([f"{OURS} ÷ best peer", *ratios])
-    return markdown_table(["server", *(c.title for c in columns)], rows)
+    left = [0, *(i + 1 for i, c in enumerate(columns) if c.left)]
+    return markdown_table(["server", *(c.title for c in columns)], rows, left)
 
 
 def step_value(n: int, key: str, scale: float = 1.0) -> Callable[[dict[str, Any]], Value]:
@@ -815,7 +823,7 @@ def socket_columns(plan: dict[str, Any], workload: str) -> list[Column]:
     top = ns[-1]
     window = plan["subscribed_window" if workload == "subscribed" else "idle_window"]
     columns = [
-        Column("keepalive (default)", lambda r: PEERS[r["server"]].keepalive),
+        Column("keepalive (default)", lambda r: PEERS[r["server"]].keepalive, left=True),
         Column("RSS at start (MiB)", lambda r: r["rss_before"] / 2**20 if "rss_before" in r else None, "{:,.0f}"),
         *(Column(f"KiB/conn @{n:,}", step_value(n, "kib_per_conn"), better=-1) for n in ns),
         Column(f"RSS @{top:,} (MiB)", step_value(top, "rss", 2**-20), "{:,.0f}", better=-1),
@@ -825,7 +833,7 @@ def socket_columns(plan: dict[str, Any], workload: str) -> list[Column]:
         Column("opened/s", opened_rate, "{:,.0f}", better=1),
     ]
     if workload == "subscribed":
-        columns.insert(1, Column("deflate accepted", deflate_text))
+        columns.insert(1, Column("deflate accepted", deflate_text, left=True))
         columns.append(
             Column(f"KiB/conn after {window:.0f} s idle", window_value("kib_per_conn_after"), "{:,.1f}", better=-1)
         )
@@ -872,7 +880,7 @@ def storm_columns(plan: dict[str, Any]) -> list[Column]:
         Column(f"all {plan['storm_n']:,} accepted (s)", all_in, "{:.2f}", better=-1),
         Column("p50 (s)", client("p50"), "{:.2f}", better=-1),
         Column("p99 (s)", client("p99"), "{:.2f}", better=-1),
-        Column("failures", failures),
+        Column("failures", failures, left=True),
         Column(
             "KiB/conn after",
             lambda r: (
@@ -885,7 +893,7 @@ def storm_columns(plan: dict[str, Any]) -> list[Column]:
 
 def fanout_columns(plan: dict[str, Any]) -> list[Column]:
     ns: list[int] = plan["fanout_ns"]
-    columns = [Column("processes", lambda r: fanout_processes(r))]
+    columns = [Column("processes", fanout_processes, left=True)]
     for n in ns:
         columns += [
             Column(f"subscribe {n:,} (s)", step_value(n, "subscribe_s"), "{:,.1f}", better=-1),
@@ -908,6 +916,18 @@ def fanout_processes(result: dict[str, Any]) -> Value:
     return "--workers 2"
 
 
+def servers_table(names: Sequence[str]) -> str:
+    """Each server's command line (one worker; ``--workers 2`` or a second process in
+    fan-out), its default keepalive and listen backlog."""
+    rows = []
+    for name in names:
+        peer = PEERS[name]
+        argv = ["python" if arg == PYTHON else "APP" if arg == APP else arg for arg in peer.argv(8000, 1)]
+        rows.append([name, f"`{' '.join(argv).replace('8000', 'PORT')}`", peer.keepalive, f"{peer.backlog:,}"])
+    header = ["server", "command (APP: bench.scaleproject.asgi:application)", "keepalive", "backlog"]
+    return markdown_table(header, rows, left=(0, 1, 2))
+
+
 def report(results: dict[str, Any]) -> str:
     plan = results["plan"]
     names: list[str] = results["servers"]
@@ -920,6 +940,14 @@ def report(results: dict[str, Any]) -> str:
         "Every server at log level warning with access logs off, other settings at their defaults; "
         "loopback; one client process (raw asyncio sockets, answering pings). "
         f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}.",
+    ]
+    out += [
+        f"The `{OURS} ÷ best peer` rows: channelserver's figure over the best other server's "
+        "(the lowest; for opened/s the highest), naming that server.",
+        "",
+        "## servers",
+        "",
+        servers_table(names),
     ]
     data = results["workloads"]
     if "idle" in data:

@@ -19,7 +19,7 @@ from bench.scaleproject.consumers import IdleConsumer, SubscribedConsumer  # noq
 from bench.scaleproject.schema import schema  # noqa: E402
 
 
-class HTTPConsumer(GraphQLHTTPConsumer):  # type: ignore[misc]
+class HTTPConsumer(GraphQLHTTPConsumer):
     """No channel-layer channel per request: the mutation sends through
     ``get_channel_layer()`` (with channels_redis, a request's own channel would keep a
     blocking read on Redis that the request waits out when it ends)."""

@@ -17,7 +17,7 @@ import time
 from channels.layers import InMemoryChannelLayer
 
 
-class SweptInMemoryChannelLayer(InMemoryChannelLayer):  # type: ignore[misc]
+class SweptInMemoryChannelLayer(InMemoryChannelLayer):
     sweep_interval = 1.0
     _last_sweep = 0.0
 
