@@ -21,6 +21,8 @@ __all__ = ["Machine"]
 
 
 class Machine(Protocol):
+    __slots__ = ()
+
     # -- from the peer, the clock and the server ---------------------------------------
     def start(self) -> list[Action]:
         """The connection (or the protocol, after an upgrade) begins."""

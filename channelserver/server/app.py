@@ -18,7 +18,6 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,7 +131,9 @@ class AppInstance:
         self.machine = machine
         self.cycle = cycle
         self.scope = scope
-        self.queue: deque[dict[str, Any]] = deque()
+        #: Messages for the app's receive(); a list, not a deque: it rarely holds more than
+        #: one, and an empty deque costs 600 bytes more per connection.
+        self.queue: list[dict[str, Any]] = []
         self.queued_bytes = 0
         #: The future a receive() waits on; those of other tasks of the app waiting at the
         #: same time (a disconnect watcher beside a reader) in more_waiters.
@@ -193,7 +194,7 @@ class AppInstance:
                     last = self.last  # another receive() took the disconnect
                     if last is not None and last["type"] in _DISCONNECTS:
                         return last
-        message = queue.popleft()
+        message = queue.pop(0)
         self.last = message
         data = message.get("body") or message.get("bytes") or message.get("text")
         if data:

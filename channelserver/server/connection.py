@@ -47,6 +47,28 @@ class ConnectionProtocol(asyncio.Protocol):
     """One connection: the asyncio callbacks in, the machine's actions out. It is the
     :class:`~.app.Host` of the connection's app instances."""
 
+    # One per socket: slots, not a dict per connection.
+    __slots__ = (
+        "client",
+        "deadlines",
+        "depth",
+        "drain_waiters",
+        "instances",
+        "loop",
+        "lost",
+        "machine",
+        "reading_paused",
+        "scheduled",
+        "scheme",
+        "server",
+        "state",
+        "timers",
+        "to_start",
+        "transport",
+        "write_paused",
+        "ws_drain",
+    )
+
     def __init__(self, state: ServerState, scheme: str = "http") -> None:
         self.state = state
         self.loop = state.loop

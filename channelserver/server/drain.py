@@ -64,6 +64,8 @@ class Hold:
 class ConnectionDrain:
     """The drain state of one WebSocket connection."""
 
+    __slots__ = ("graceful_timeout", "holds", "on_idle", "started", "waiting")
+
     def __init__(self, started: asyncio.Event, graceful_timeout: float, on_idle: Callable[[], None]) -> None:
         self.started = started
         self.graceful_timeout = graceful_timeout
