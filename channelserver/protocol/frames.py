@@ -20,14 +20,14 @@ reads it (and names the error, if it is one) as it always did:
   for, a text frame arriving in pieces streams through wsproto, whose UTF-8 decoder
   fails an invalid one as soon as the bad byte arrives, naming its position in the piece;
 - a text payload is UTF-8 (else wsproto closes with 1007 and says why);
-- the connection takes it now (the ``deliver`` callback says: after a close has begun,
+- the connection takes it now (its ``frame_message`` says: after a close has begun,
   wsproto reads it, and drops it or fails the connection as it would have).
 
-A whole masked close frame is handed to the ``close`` callback, which reads it as wsproto
+A whole masked close frame is handed to the owner's ``frame_close``, which reads it as wsproto
 would (its code and reason) or declines it (a code or reason wsproto fails, a close the
 connection did not expect now): wsproto then reads it. A whole masked ping or pong frame
 outside a fragmented message (a client's keepalive, the answer to the server's) is handed
-to the ``control`` callback in the same way: it acts as on wsproto's ``Ping``/``Pong``
+to its ``frame_control`` in the same way: it acts as on wsproto's ``Ping``/``Pong``
 event, or declines.
 
 wsproto fails an unknown opcode and a control frame longer than 125 bytes on its first
@@ -42,9 +42,9 @@ actions with this reader and writer as with wsproto alone (``fast_frames=False``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["FAST_MAX", "WAIT_MAX", "FrameReader", "plain_frame", "unmask"]
+__all__ = ["FAST_MAX", "WAIT_MAX", "FrameOwner", "FrameReader", "plain_frame", "unmask"]
 
 #: Largest payload a whole frame may have to be read here (its length then fits the
 #: 16-bit form); a bigger one streams through wsproto.
@@ -87,33 +87,40 @@ def unmask(key: bytes, payload: bytes) -> bytes:
     return (_from_bytes(payload, "little") ^ mask).to_bytes((n + 3) & ~3, "little")[:n]
 
 
+class FrameOwner(Protocol):
+    """The connection a :class:`FrameReader` reads for (one object, not four callbacks:
+    a subscription server holds thousands of readers)."""
+
+    def frame_message(self, payload: str | bytes) -> bool:
+        """The ``str`` or ``bytes`` of a whole frame read here; False when the connection
+        cannot take it now (the frame then goes to wsproto)."""
+        ...
+
+    def frame_close(self, payload: bytes) -> bool:
+        """The unmasked payload of a whole close frame; True once the connection closed
+        (else the frame goes to wsproto)."""
+        ...
+
+    def frame_control(self, first: int, payload: bytes) -> bool:
+        """A whole ping (``first`` 0x89) or pong (0x8A) and its unmasked payload; False to
+        decline (the frame then goes to wsproto)."""
+        ...
+
+    def frame_to_wsproto(self, data: bytes) -> bool:
+        """Bytes for wsproto: act on its events; True once the connection is closed
+        (nothing more is read)."""
+        ...
+
+
 class FrameReader:
-    """Reads a client's bytes frame by frame (see the module's rules).
+    """Reads a client's bytes frame by frame (see the module's rules), for ``owner``."""
 
-    ``deliver(payload)`` gets the ``str`` or ``bytes`` of a whole frame read here and
-    returns False when the connection cannot take it now (the frame then goes to
-    wsproto). ``close(payload)`` gets the unmasked payload of a whole close frame and
-    returns True once it closed the connection (else the frame goes to wsproto).
-    ``to_wsproto(data)`` hands bytes to wsproto, acts on its events and returns True once
-    the connection is closed: nothing more is read.
-    """
+    __slots__ = ("fragmented", "limit", "owed", "owner", "partial")
 
-    __slots__ = ("close", "control", "deliver", "fragmented", "limit", "owed", "partial", "to_wsproto")
-
-    def __init__(
-        self,
-        limit: int,
-        deliver: Callable[[str | bytes], bool],
-        to_wsproto: Callable[[bytes], bool],
-        close: Callable[[bytes], bool],
-        control: Callable[[int, bytes], bool] | None = None,
-    ) -> None:
+    def __init__(self, limit: int, owner: FrameOwner) -> None:
         #: Largest payload read here: the message size limit, at most FAST_MAX.
         self.limit = min(limit, FAST_MAX)
-        self.deliver = deliver
-        self.to_wsproto = to_wsproto
-        self.close = close
-        self.control = control
+        self.owner = owner
         #: Bytes wsproto still needs for the frame it is reading (0: at a frame boundary).
         self.owed = 0
         #: A fragmented message is open in wsproto.
@@ -122,6 +129,7 @@ class FrameReader:
         self.partial = b""
 
     def feed(self, data: bytes) -> None:
+        owner = self.owner
         if self.partial:
             data = self.partial + data
             self.partial = b""
@@ -133,7 +141,7 @@ class FrameReader:
                 chunk = data[i : i + owed]
                 self.owed = owed - len(chunk)
                 i += len(chunk)
-                if self.to_wsproto(chunk):
+                if owner.frame_to_wsproto(chunk):
                     return
                 continue
             if end - i < 2:
@@ -146,7 +154,7 @@ class FrameReader:
             if opcode not in _OPCODES or (opcode & 0x08 and length > 125):
                 # wsproto fails these on two bytes, before the length bytes it would wait
                 # for, and closes: nothing more is read.
-                self.to_wsproto(data[i:])
+                owner.frame_to_wsproto(data[i:])
                 return
             plain = second & 0x80  # masked
             start = i + 2
@@ -171,14 +179,14 @@ class FrameReader:
                 if end - i >= total:
                     payload = unmask(data[start - 4 : start], data[start : i + total])
                     if first == BINARY:
-                        taken = self.deliver(payload)
+                        taken = owner.frame_message(payload)
                     else:
                         try:
                             text = payload.decode()
                         except UnicodeDecodeError:
                             taken = False  # wsproto fails the connection with 1007 and says why
                         else:
-                            taken = self.deliver(text)
+                            taken = owner.frame_message(text)
                     if taken:
                         i += total
                         continue
@@ -186,16 +194,12 @@ class FrameReader:
                     self.partial = data[i:]  # wait for the rest of this small frame
                     return
             elif first == CLOSE and plain and end - i >= total:  # a whole close frame (<= 125 bytes)
-                if self.close(unmask(data[start - 4 : start], data[start : i + total])):
+                if owner.frame_close(unmask(data[start - 4 : start], data[start : i + total])):
                     return  # closed: nothing more is read
             elif (
-                first in (PONG, PING)
-                and plain
-                and end - i >= total
-                and not self.fragmented
-                and self.control is not None
+                first in (PONG, PING) and plain and end - i >= total and not self.fragmented
             ):  # a whole ping or pong (<= 125 bytes)
-                if self.control(first, unmask(data[start - 4 : start], data[start : i + total])):
+                if owner.frame_control(first, unmask(data[start - 4 : start], data[start : i + total])):
                     i += total
                     continue
             elif opcode < 0x8:  # data frames open or close a fragmented message
@@ -204,5 +208,5 @@ class FrameReader:
             chunk = data[i : i + total]
             self.owed = total - len(chunk)
             i += len(chunk)
-            if self.to_wsproto(chunk):
+            if owner.frame_to_wsproto(chunk):
                 return

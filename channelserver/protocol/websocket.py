@@ -107,6 +107,18 @@ _KNOWN = frozenset(int(code) for code in CloseReason)
 _LOCAL_ONLY = frozenset(int(code) for code in LOCAL_ONLY_CLOSE_REASONS)
 
 
+class _Events(list):  # type: ignore[type-arg]
+    """wsproto's queue of a connection's events, as a list: ``Connection`` only appends,
+    tests and pops from the left, and rarely holds more than one event, while an empty
+    ``deque`` costs 600 bytes more per socket (``tests/unit/protocol/test_websocket.py``
+    checks wsproto still keeps it there)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
 class WebSocketConnection(Machine):
     # A subscription server holds thousands of these: slots, not a dict per socket.
     __slots__ = (
@@ -519,6 +531,7 @@ class WebSocketConnection(Machine):
         data = accept_response(offer, subprotocol, extensions, extra_headers) if offer is not None else None
         if data is not None:
             ws: Connection | None = Connection(ConnectionType.SERVER, extensions)
+            ws._events = _Events()  # type: ignore[union-attr]
         else:  # wsproto writes it (or refuses a header), with extensions not yet agreed on
             extensions = self._extensions()
             handshake = self.handshake
@@ -534,9 +547,7 @@ class WebSocketConnection(Machine):
         # writes those instead of wsproto's general path.
         if self.fast_frames and not any(ext.enabled() for ext in extensions):
             self.plain_frames = True
-            self.reader = FrameReader(
-                self.max_size, self._deliver_plain, self._to_wsproto, self._peer_closed, self._control_plain
-            )
+            self.reader = FrameReader(self.max_size, self)
         actions: list[Action] = [Write(data), CancelTimer(HANDSHAKE)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -640,7 +651,7 @@ class WebSocketConnection(Machine):
             CloseTransport(abort=abort),
         ]
 
-    def _deliver_plain(self, payload: str | bytes) -> bool:
+    def frame_message(self, payload: str | bytes) -> bool:
         """A whole frame the reader read: the app gets it as wsproto's would reach it
         (``_events``), or the reader hands it to wsproto while we are closing."""
         cycle = self.cycle
@@ -650,7 +661,7 @@ class WebSocketConnection(Machine):
         self._out.append(Deliver(cycle, {"type": "websocket.receive", key: payload}))
         return True
 
-    def _peer_closed(self, payload: bytes) -> bool:
+    def frame_close(self, payload: bytes) -> bool:
         """A whole close frame the reader read: while open, read its code and reason as
         wsproto's ``_process_close`` does, and act as ``_events`` does on the
         ``CloseConnection`` wsproto would give (echo it, tell the app, close). False (the
@@ -678,7 +689,7 @@ class WebSocketConnection(Machine):
         actions.extend(self._drop())
         return True
 
-    def _control_plain(self, first: int, payload: bytes) -> bool:
+    def frame_control(self, first: int, payload: bytes) -> bool:
         """A whole ping or pong the reader read: act as ``_events`` does on wsproto's
         ``Ping`` (answer with the same payload, while open) or ``Pong`` event."""
         if first == PONG_FRAME:
@@ -693,7 +704,7 @@ class WebSocketConnection(Machine):
         self._out.append(Write(plain_frame(PONG_FRAME, payload)))
         return True
 
-    def _to_wsproto(self, data: bytes) -> bool:
+    def frame_to_wsproto(self, data: bytes) -> bool:
         """The reader hands wsproto bytes: act on its events; True once closed."""
         ws = self.ws
         assert ws is not None

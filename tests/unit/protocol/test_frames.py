@@ -442,22 +442,24 @@ class Recorder:
         self.handed: list[bytes] = []
         self.closes: list[bytes] = []
         self.controls: list[tuple[int, bytes]] = []
-        control = self.control if controls else None
-        self.reader = FrameReader(limit, self.deliver, self.to_wsproto, self.close, control)
+        self.takes_controls = controls
+        self.reader = FrameReader(limit, self)
 
-    def control(self, first: int, payload: bytes) -> bool:
+    def frame_control(self, first: int, payload: bytes) -> bool:
+        if not self.takes_controls:
+            return False
         self.controls.append((first, payload))
         return True
 
-    def deliver(self, payload: str | bytes) -> bool:
+    def frame_message(self, payload: str | bytes) -> bool:
         self.delivered.append(payload)
         return True
 
-    def close(self, payload: bytes) -> bool:
+    def frame_close(self, payload: bytes) -> bool:
         self.closes.append(payload)
         return True
 
-    def to_wsproto(self, data: bytes) -> bool:
+    def frame_to_wsproto(self, data: bytes) -> bool:
         self.handed.append(data)
         return False
 

@@ -668,3 +668,23 @@ def test_app_failure_after_accept_closes_1011() -> None:
     pair.app_returned(pair.cycle, RuntimeError("boom"))
     assert closes_seen(pair) == [(1011, "Internal Server Error")]
     assert pair.cycle.state in (State.CLOSING, State.CLOSED)
+
+
+def test_wsprotos_event_queue_is_a_list_and_still_yields_its_events_in_order() -> None:
+    """The per-socket saving of websocket._Events rests on wsproto keeping its events in
+    ``Connection._events`` (a deque it appends to and pops from the left)."""
+    from collections import deque
+
+    from wsproto.connection import Connection, ConnectionType
+
+    assert type(Connection(ConnectionType.SERVER)._events) is deque  # where wsproto keeps them
+    pair = accepted()
+    events = pair.machine.ws._events
+    assert type(events).__name__ == "_Events" and isinstance(events, list)
+    # frames the reader hands to wsproto (fragments and a ping between them) come out in order
+    pair.send(TextMessage(data="part one ", message_finished=False))
+    pair.feed(frame(0x9, b"between"))
+    pair.send(TextMessage(data="and two", message_finished=True))
+    assert pair.receive() == text("part one and two")
+    assert [type(e).__name__ for e in pair.client_events()] == ["Pong"]
+    assert len(events) == 0
