@@ -110,6 +110,12 @@ class Config:
         "info", "Log level of the channelserver loggers.", group="logging"
     )
     access_log: bool = option(True, "Write one access-log line per request and WebSocket.", group="logging")
+    access_log_format: Literal["text", "json"] = option(
+        "text",
+        "Access-log lines: 'text' (as runserver writes them) or 'json' (one JSON object a line, "
+        "its fields also on the log record as its 'access' attribute).",
+        group="logging",
+    )
 
     # -- HTTP --------------------------------------------------------------------------
     keep_alive_timeout: float = option(

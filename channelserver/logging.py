@@ -24,6 +24,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.management.color import Style, color_style, no_style
 
+from .server.log import SecondFormatter
+
 __all__ = [
     "LOGGER_NAMES",
     "AccessFormatter",
@@ -65,8 +67,9 @@ def status_role(style: Style, status: int | None) -> Callable[[str], str]:
     return style.HTTP_SERVER_ERROR
 
 
-class AccessFormatter(logging.Formatter):
-    """``[time] message``, coloured by the record's ``status_code``.
+class AccessFormatter(SecondFormatter):
+    """``[time] message``, coloured by the record's ``status_code``; a JSON access line
+    (``--access-log-format json``) bare.
 
     Unlike Django's ``ServerFormatter`` it colours the formatted line and leaves the
     record alone, so other handlers of the same record see it unchanged.
@@ -81,7 +84,7 @@ class AccessFormatter(logging.Formatter):
         return status_role(self.style, getattr(record, "status_code", None))(line)
 
 
-class ErrorFormatter(logging.Formatter):
+class ErrorFormatter(SecondFormatter):
     """``[time] message`` for information, ``[time] WARNING: message`` above, coloured."""
 
     def __init__(self, style: Style | None = None) -> None:

@@ -258,8 +258,7 @@ class ConnectionProtocol(asyncio.Protocol):
             self.state.http_in_flight -= 1
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
-            accepted, code = instance.machine.access_facts()
-            access_line(instance.scope, instance.status, instance.started, code, accepted)
+            access_line(instance, self.state.config.access_log_format == "json")
 
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config
