@@ -181,6 +181,22 @@ def tree_rss(roots: Sequence[int]) -> int:
     return total
 
 
+def sockets(roots: Sequence[int]) -> list[int]:
+    """Open sockets of each of ``roots`` and their descendants that holds any, most first:
+    how the connections are spread over worker processes."""
+    counts = []
+    for pid in tree(roots, read_stats()):
+        fds = Path(f"/proc/{pid}/fd")
+        count = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(fds):
+                with contextlib.suppress(OSError):
+                    count += os.readlink(fds / fd).startswith("socket:")
+        if count:
+            counts.append(count)
+    return sorted(counts, reverse=True)
+
+
 def settle(roots: Sequence[int], *, longest: float = 15.0, step: float = 0.5) -> float:
     """Wait until the processes are quiet: under 5% of a CPU over ``step``, or the same
     rate twice running within 3% (a steady housekeeping cost), at most ``longest``
@@ -683,6 +699,7 @@ def run_fanout(peer: Peer, layer: str, ctx: Context) -> dict[str, Any]:
                 return result
             total = n
             settle(server.roots)
+            spread = sockets(server.roots)
             cpu0, redis0 = tree_cpu(server.roots), tree_cpu([ctx.redis_pid])
             fan = client.call(
                 {**mutate, "mutations": plan.mutations, "first_seq": seq},
@@ -691,6 +708,7 @@ def run_fanout(peer: Peer, layer: str, ctx: Context) -> dict[str, Any]:
             cpu1, redis1 = tree_cpu(server.roots), tree_cpu([ctx.redis_pid])
             seq += plan.mutations
             step = summarize_fanout(n, answer, fan, cpu1 - cpu0, redis1 - redis0)
+            step["sockets"] = spread
             result["steps"].append(step)
             say(
                 f"  {n:>6,}: subscribed in {answer['elapsed']:.1f}s; last delivery p50 {fmt(step['p50_ms'], '{:.0f}')} ms, "
@@ -763,6 +781,8 @@ class Column:
     spec: str = "{:,.1f}"
     better: int = 0
     left: bool = False  # text, left-aligned
+    #: Which peers the ratio may name (default: all): idle CPU only those that ping.
+    comparable: Callable[[dict[str, Any]], bool] = lambda result: True
 
 
 def ratio_cells(columns: Sequence[Column], results: dict[str, dict[str, Any]]) -> list[str] | None:
@@ -776,7 +796,10 @@ def ratio_cells(columns: Sequence[Column], results: dict[str, dict[str, Any]]) -
         peers = {
             name: value
             for name, result in results.items()
-            if name != OURS and isinstance(value := column.value(result), (int, float)) and value > 0
+            if name != OURS
+            and column.comparable(result)
+            and isinstance(value := column.value(result), (int, float))
+            and value > 0
         }
         if not isinstance(ours, (int, float)) or not peers:
             cells.append("")
@@ -827,7 +850,7 @@ def socket_columns(plan: dict[str, Any], workload: str) -> list[Column]:
         Column("RSS at start (MiB)", lambda r: r["rss_before"] / 2**20 if "rss_before" in r else None, "{:,.0f}"),
         *(Column(f"KiB/conn @{n:,}", step_value(n, "kib_per_conn"), better=-1) for n in ns),
         Column(f"RSS @{top:,} (MiB)", step_value(top, "rss", 2**-20), "{:,.0f}", better=-1),
-        Column(f"idle CPU @{top:,} (ms/s)", window_value("ms_per_s"), "{:,.1f}", better=-1),
+        Column(f"idle CPU @{top:,} (ms/s)", window_value("ms_per_s"), "{:,.1f}", better=-1, comparable=pinged),
         Column(f"pings/conn in {window:.0f} s", window_value("pings_per_conn"), "{:.2f}"),
         Column("µs CPU/ping", window_value("us_per_ping"), "{:,.0f}", better=-1),
         Column("opened/s", opened_rate, "{:,.0f}", better=1),
@@ -838,6 +861,12 @@ def socket_columns(plan: dict[str, Any], workload: str) -> list[Column]:
             Column(f"KiB/conn after {window:.0f} s idle", window_value("kib_per_conn_after"), "{:,.1f}", better=-1)
         )
     return columns
+
+
+def pinged(result: dict[str, Any]) -> bool:
+    """Whether the server pinged most connections in the window: idle CPU is compared
+    among those only (a server that never pings does no keepalive work at all)."""
+    return bool(result.get("window", {}).get("pings_per_conn", 0) >= 0.5)
 
 
 def opened_rate(result: dict[str, Any]) -> Value:
@@ -902,12 +931,26 @@ def fanout_columns(plan: dict[str, Any]) -> list[Column]:
             Column(f"CPU/delivery @{n:,} (µs)", step_value(n, "us_per_delivery"), "{:,.1f}", better=-1),
         ]
     columns += [
+        Column(f"sockets per process @{ns[-1]:,}", socket_spread(ns[-1]), left=True),
         Column(
             "missed", lambda r: sum(step["missed"] for step in r.get("steps", [])) if r.get("steps") else None, "{:,}"
         ),
         Column(f"redis CPU/delivery @{ns[-1]:,} (µs)", step_value(ns[-1], "redis_us_per_delivery"), "{:,.1f}"),
     ]
     return columns
+
+
+def socket_spread(n: int) -> Callable[[dict[str, Any]], Value]:
+    """The two processes holding most sockets at ``n`` subscribers: how evenly the
+    listening socket's connections went to the workers."""
+
+    def value(result: dict[str, Any]) -> Value:
+        for step in result.get("steps", []):
+            if step["n"] == n and step.get("sockets"):
+                return " + ".join(f"{count:,}" for count in step["sockets"][:2])
+        return None
+
+    return value
 
 
 def fanout_processes(result: dict[str, Any]) -> Value:
@@ -943,7 +986,7 @@ def report(results: dict[str, Any]) -> str:
     ]
     out += [
         f"The `{OURS} ÷ best peer` rows: channelserver's figure over the best other server's "
-        "(the lowest; for opened/s the highest), naming that server.",
+        "(the lowest; for opened/s the highest; for idle CPU among the servers that ping), naming that server.",
         "",
         "## servers",
         "",
@@ -1125,6 +1168,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rev", help="Serve channelserver as of this git revision (default: the working tree).")
     parser.add_argument("--output", default=str(RESULTS), help="Directory for the results.")
+    parser.add_argument("--report", metavar="JSON", help="Print the tables of a results file again, run nothing.")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     changes: dict[str, Any] = {}
@@ -1147,6 +1191,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())), end="")
+        return 0
     raise_nofile()  # before any server starts: they inherit it
     with source_tree(args.rev) as args.source:
         results = benchmark(args)

@@ -3,6 +3,9 @@ parsing, the tables, the options, and the client's handshake, frames and inflati
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
 import zlib
 from typing import Any
 
@@ -37,8 +40,6 @@ def test_tree_finds_every_descendant_and_nothing_else() -> None:
 
 
 def test_tree_readings_of_this_process() -> None:
-    import os
-
     assert scale.tree_rss([os.getpid()]) > 1024 * 1024
     assert scale.tree_cpu([os.getpid()]) > 0
 
@@ -242,3 +243,20 @@ def test_quantiles_by_nearest_rank() -> None:
     assert sc.quantiles(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
     assert sc.quantiles([3.0]) == {"p50": 3.0, "p90": 3.0, "p99": 3.0, "max": 3.0}
     assert sc.quantiles([]) == {}
+
+
+def test_idle_cpu_is_compared_among_the_servers_that_ping() -> None:
+    plan = dataclasses.asdict(scale.QUICK)
+    (column,) = [c for c in scale.socket_columns(plan, "idle") if c.title.startswith("idle CPU")]
+    results = {
+        "channelserver": {"window": {"ms_per_s": 20.0, "pings_per_conn": 1.0}},
+        "uvicorn": {"window": {"ms_per_s": 35.0, "pings_per_conn": 1.0}},
+        "hypercorn": {"window": {"ms_per_s": 2.4, "pings_per_conn": 0.0}},  # never pings
+    }
+    assert scale.ratio_cells([column], results) == ["0.57x (uvicorn)"]
+
+
+def test_sockets_are_counted_per_process() -> None:
+    before = sum(scale.sockets([os.getpid()]))
+    with socket.socket(), socket.socket():
+        assert sum(scale.sockets([os.getpid()])) == before + 2
