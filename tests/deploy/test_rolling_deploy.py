@@ -14,7 +14,8 @@ The set-up, all real processes on 127.0.0.1 in the test's temp directory:
   and POSTs one after another beside them.
 
 The deploy: A gets SIGTERM, drains and exits; it is started again on the same port and
-waited for until its health path answers 200; then the same for B. What must hold:
+waited for until its health path answers 200 and nginx sends it requests again; then the
+same for B. What must hold:
 
 - while A drains, its health path answers 503 within a second of the signal, its liveness
   path 200, and it still serves requests until ``drain_delay`` has passed; after that a new
@@ -359,6 +360,18 @@ async def probe_draining(instance: Instance, since: float, exited: asyncio.Event
     return probe
 
 
+async def back_in_rotation(directory: Path, instance: Instance, since: float, timeout: float = 20.0) -> None:
+    """Wait until nginx answers a request from ``instance`` again (after ``since``, wall
+    clock): its passive check has let the restarted instance back in."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in read_access_log(directory):
+            if line.at >= since and line.status == 200 and line.upstreams[-1:] == (instance.address,):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nginx sent no request to the restarted instance {instance.name} within {timeout:g}s")
+
+
 async def drain_and_restart(
     leaving: Instance, staying: Instance, subscribers: list[Subscriber], spread: float, problems: Problems
 ) -> dict[str, Any]:
@@ -545,10 +558,12 @@ async def rolling_deploy(spread: float, base: Path, template_db: Path) -> Deploy
             for s in subscribers:
                 on[s.upstream or "?"] = on.get(s.upstream or "?", 0) + 1
             load_task = asyncio.create_task(load.run())
-            phases = [
-                await drain_and_restart(a, b, subscribers, spread, problems),
-                await drain_and_restart(b, a, subscribers, spread, problems),
-            ]
+            first = await drain_and_restart(a, b, subscribers, spread, problems)
+            # As an operator waits for the load balancer to take a restarted instance
+            # back before draining the next one: otherwise, with passive checks, nginx
+            # may still count A as failed (fail_timeout) when B stops accepting.
+            await back_in_rotation(directory, a, time.time())
+            phases = [first, await drain_and_restart(b, a, subscribers, spread, problems)]
             load.stop()
             await load_task
             try:
