@@ -227,7 +227,7 @@ class Server:
         while events:
             when, _, kind, conn = heapq.heappop(events)
             wait = when - loop.time()
-            if wait > 0.001 and not force.is_set():
+            if wait > 0.001 and not force.is_set() and not conn.lost:
                 await self._bounded(force, wait)
             if kind == 0:
                 to_tell -= 1
@@ -296,7 +296,12 @@ class Server:
         if sockets:
             spreading = asyncio.ensure_future(self._spread(sockets, config.drain_spread, config.graceful_timeout))
         # 3. wait for them
-        if not await self._bounded(state.all_closed, config.drain_spread + config.graceful_timeout):
+        # With a spread, the last held socket is told at drain_spread + graceful_timeout
+        # (from the spread's own start): then it has a moment for its close handshake.
+        bound = config.drain_spread + config.graceful_timeout
+        if sockets:
+            bound += min(1.0, config.ws_close_timeout)
+        if not await self._bounded(state.all_closed, bound):
             log.warning(
                 "%d connection(s) still open after graceful_timeout (%ss); dropping them",
                 len(state.connections),
