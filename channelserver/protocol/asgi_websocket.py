@@ -20,7 +20,9 @@ Every other move is an entry of ``EVENTS``, the inputs from the server's side:
     CONNECTED           --app failed---------->  CLOSING  (close 1011)
     CONNECTED           --app returned-------->  CLOSING  (close 1000)
     HANDSHAKE           --handshake timeout--->  CLOSED   (HTTP 503)
-    HANDSHAKE           --shutdown------------>  CLOSED   (HTTP 503)
+    HANDSHAKE           --shutdown------------>  CLOSED   (HTTP 503; a drain first lets the
+                                                           app answer, and closes an
+                                                           accepted socket with 1012)
     CONNECTED           --shutdown------------>  CLOSING  (close 1012, or the code given)
     CONNECTED           --ping timeout-------->  CLOSING  (close 1011)
     CONNECTED           --message too big----->  CLOSING  (close 1009)

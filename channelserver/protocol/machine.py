@@ -44,6 +44,10 @@ class Machine(Protocol):
         """The server drains: finish what is in flight, then close."""
         ...
 
+    def force_shutdown(self) -> list[Action]:
+        """``graceful_timeout`` passed: close now, whatever is in flight."""
+        return self.shutdown()
+
     def drain_begins(self) -> list[Action]:
         """A drain began; ``shutdown()`` comes ``drain_delay`` later. Meanwhile everything
         is served as before (HTTP: each response says ``connection: close``, so that no

@@ -139,6 +139,7 @@ class WebSocketConnection(Machine):
         "deflate_timer",
         "deflate_window_bits",
         "disconnect_code",
+        "draining",
         "extensions",
         "fast_frames",
         "fast_handshake",
@@ -244,6 +245,8 @@ class WebSocketConnection(Machine):
         self.fast_frames = fast_frames
         #: Whole messages are written as one plain frame by .frames, not by wsproto.
         self.plain_frames = False
+        #: The drain began during the handshake: close with 1012 once the app accepts.
+        self.draining = False
         #: Reads the peer's bytes at frame boundaries, after an accept with no extension.
         self.reader: FrameReader | None = None
         #: The actions of the input being handled, for the reader's callbacks.
@@ -351,7 +354,10 @@ class WebSocketConnection(Machine):
         if mtype == "websocket.accept":
             subprotocol, headers = cycle.accept_fields(message, self.offered_subprotocols)
             cycle.commit(new)
-            return self._accept(subprotocol, headers)
+            actions = self._accept(subprotocol, headers)
+            if self.draining:  # the drain began during the handshake
+                actions.extend(self.force_shutdown())
+            return actions
         if mtype == "websocket.close":
             if old is State.CONNECTED:
                 code, reason = cycle.close_fields(message)
@@ -474,15 +480,23 @@ class WebSocketConnection(Machine):
             return actions
         return []
 
-    def shutdown(self, code: int = 1012, reason: str = "server restarting") -> list[Action]:
-        """Close with ``code`` and tell the app; a connection still in its handshake is
-        refused with 503."""
+    def shutdown(self) -> list[Action]:
+        """Close with 1012 and tell the app. A handshake in flight is let finish, as an
+        HTTP request in flight is: if the app accepts, the socket is closed with 1012 at
+        once (a code clients reconnect on), if it rejects, its answer goes out."""
+        if self.cycle.state is State.HANDSHAKE:
+            self.draining = True
+            return []
+        return self.force_shutdown()
+
+    def force_shutdown(self) -> list[Action]:
+        """Close with 1012 now; a connection still in its handshake is refused with 503."""
         state = self.cycle.state
         if self.phase is Phase.CLOSED or not self.cycle.event(SHUTDOWN):
             return []
         if state is State.CONNECTED:
-            actions = self._close(code, reason)
-            self._peer_gone(actions, code, reason)
+            actions = self._close(1012, "server restarting")
+            self._peer_gone(actions, 1012, "server restarting")
             return actions
         return self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False)
 

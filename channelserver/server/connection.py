@@ -334,8 +334,9 @@ class ConnectionProtocol(asyncio.Protocol):
         self.run(self.machine.drain_begins())
 
     def force_shutdown(self) -> None:
-        """``graceful_timeout`` passed: close a WebSocket even if its app still holds it."""
-        self.run(self.machine.shutdown())
+        """``graceful_timeout`` passed: close a WebSocket even if its app still holds it,
+        or refuse a handshake its app has not answered."""
+        self.run(self.machine.force_shutdown())
 
     def _drained(self) -> None:
         if not self.lost:

@@ -215,3 +215,32 @@ def test_drain_spread_closes_websockets_at_moments_spread_over_the_window(events
     assert moments[-1] - moments[0] > 0.6 * spread, moments  # spread over most of the window
     assert moments[-1] < spread + 0.5, moments  # none after it
     assert f"Drain: {n} WebSocket(s) told to close with 1012" in server.text
+
+
+def test_a_handshake_in_flight_when_the_drain_begins_is_answered_then_closed_with_1012(events: Events) -> None:
+    """The drain lets the app answer a handshake it is working on, as it lets an HTTP
+    request finish: the client gets its 101 and then a 1012, which clients reconnect on,
+    not a 503 that a browser cannot tell from a crash."""
+    with serve(APP, events=events) as server:
+        assert server.port is not None
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                "GET /ws/accept-on-drain/ HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        server.wait_for(re.compile(rb"event: handshake in flight"))
+        with sock:
+            server.signal(signal.SIGTERM)
+            data = b""
+            while len(data.partition(b"\r\n\r\n")[2]) < 4 and (chunk := sock.recv(4096)):
+                data += chunk
+        head, _, frames = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), data
+        # one close frame from the server: opcode 8, then its code
+        assert frames[0] == 0x88, frames
+        assert int.from_bytes(frames[2:4], "big") == 1012
+        assert server.wait() == 0, server.text
+    assert events.count("accept-on-drain got websocket.disconnect 1012") == 1

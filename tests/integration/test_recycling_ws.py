@@ -81,6 +81,8 @@ class Clients:
         self.failures: list[str] = []
         #: Held clients closed by the server with 1012, each then reconnected.
         self.restarts = 0
+        #: Fresh connections closed with 1012 right after their handshake.
+        self.fresh_restarts = 0
         self.echoes = 0
         self.opened = 0
         #: The worker pid of every connection, held or fresh, that was greeted.
@@ -144,7 +146,15 @@ class Clients:
             try:
                 with connect(self.url, open_timeout=10, close_timeout=5) as client:
                     self._greeted(client)
-            except Exception as exc:
+            except ConnectionClosed as exc:
+                # Its handshake was in flight when its worker began to drain: answered,
+                # then closed with 1012, which a client reconnects on.
+                if exc.rcvd is not None and exc.rcvd.code == 1012:
+                    with self.lock:
+                        self.fresh_restarts += 1
+                    continue
+                self._fail("fresh connection", exc)
+            except Exception as exc:  # a 503 included: a browser cannot tell it from a crash
                 self._fail("fresh connection", exc)
 
     def held_on(self, pids: set[int]) -> int:

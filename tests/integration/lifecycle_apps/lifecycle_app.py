@@ -16,6 +16,8 @@ WebSocket:
 - ``/ws/stubborn/``: plain ASGI; accepts, then ignores ``websocket.disconnect`` and never
   returns.
 - ``/ws/stuck/``: a Channels consumer whose ``disconnect()`` never returns.
+- ``/ws/accept-on-drain/``: plain ASGI; answers its handshake only once the server's drain
+  has begun (``channelserver.drain``'s ``started``), then records what it receives.
 - ``/graphql``: ``channelserver.strawberry.GraphQLWSConsumer`` (drain-aware).
 - ``/graphql-stock``: Strawberry's own consumer, for comparison.
 """
@@ -79,6 +81,16 @@ async def stubborn_websocket(scope: Scope, receive: Any, send: Any) -> None:
             await asyncio.Event().wait()  # and never return
 
 
+async def accept_on_drain(scope: Scope, receive: Any, send: Any) -> None:
+    """Accepts once the drain began: a handshake in flight when the server drains."""
+    await receive()  # websocket.connect
+    record("handshake in flight", announce=True)
+    await scope["extensions"]["channelserver.drain"]["started"].wait()
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    record(f"accept-on-drain got {message['type']} {message.get('code')}", announce=True)
+
+
 async def _respond(send: Any, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
     await send({"type": "http.response.body", "body": body})
@@ -131,6 +143,7 @@ application = ProtocolTypeRouter(
                 path("ws/idle/", IdleConsumer.as_asgi()),
                 path("ws/stubborn/", stubborn_websocket),
                 path("ws/stuck/", StuckConsumer.as_asgi()),
+                path("ws/accept-on-drain/", accept_on_drain),
                 path("graphql", GraphQLWSConsumer.as_asgi(schema=schema)),
                 path("graphql-stock", StockGraphQLWSConsumer.as_asgi(schema=schema)),
             ]

@@ -152,8 +152,11 @@ class Link:
         self.timers.pop(name, None)
         return self.run(self.machine.timer_fired(name))
 
-    def shutdown(self, *args: Any) -> list[Action]:
-        return self.run(self.machine.shutdown(*args))
+    def shutdown(self) -> list[Action]:
+        return self.run(self.machine.shutdown())
+
+    def force_shutdown(self) -> list[Action]:
+        return self.run(self.machine.force_shutdown())
 
     # -- the app's view ------------------------------------------------------------------
     @property

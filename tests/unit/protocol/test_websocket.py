@@ -621,10 +621,36 @@ def test_shutdown_closes_1012_with_reason_and_tells_the_app() -> None:
     assert pair.receive() is None
 
 
-def test_shutdown_during_the_handshake_is_503() -> None:
+def test_a_drain_lets_a_handshake_in_flight_finish_then_closes_it_with_1012() -> None:
+    """A handshake is in flight like an HTTP request: the app answers it, and an accepted
+    socket is closed with 1012 (a code clients reconnect on) instead of a 503 a browser
+    cannot see."""
+    pair = WSPair()
+    pair.connect()
+    assert pair.receive()["type"] == "websocket.connect"
+    assert pair.shutdown() == []
+    assert pair.client_events() == []
+    pair.app_send(pair.cycle, {"type": "websocket.accept"})
+    events = pair.client_events()
+    assert isinstance(events[0], AcceptConnection)
+    assert [(e.code, e.reason) for e in events[1:]] == [(1012, "server restarting")]
+    assert pair.receive() == disconnect(1012, "server restarting")
+
+
+def test_a_drain_during_the_handshake_sends_the_apps_rejection() -> None:
     pair = WSPair()
     pair.connect()
     pair.shutdown()
+    pair.app_send(pair.cycle, {"type": "websocket.close"})
+    assert rejection(pair.client_events()).status == 403
+    assert pair.closes == 1
+
+
+def test_a_handshake_unanswered_at_graceful_timeout_is_503() -> None:
+    pair = WSPair()
+    pair.connect()
+    pair.shutdown()
+    pair.force_shutdown()
     assert rejection(pair.client_events()).status == 503
     assert pair.closes == 1
 
