@@ -354,10 +354,10 @@ class WebSocketConnection(Machine):
         if mtype == "websocket.accept":
             subprotocol, headers = cycle.accept_fields(message, self.offered_subprotocols)
             cycle.commit(new)
-            actions = self._accept(subprotocol, headers)
+            accepted = self._accept(subprotocol, headers)
             if self.draining:  # the drain began during the handshake
-                actions.extend(self.force_shutdown())
-            return actions
+                accepted.extend(self.force_shutdown())
+            return accepted
         if mtype == "websocket.close":
             if old is State.CONNECTED:
                 code, reason = cycle.close_fields(message)
