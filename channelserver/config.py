@@ -24,6 +24,20 @@ from .errors import ConfigError
 __all__ = ["Config", "Option", "add_arguments", "config_from_args", "options"]
 
 
+def metrics_address(address: str) -> tuple[str, int] | str:
+    """``--metrics``: ``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port), or
+    ``unix:/path`` as the path. Raises ConfigError with the forms it takes."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ConfigError(f"metrics={address!r}: give a socket path after unix:")
+        return path
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"metrics={address!r}: expected HOST:PORT (e.g. 127.0.0.1:9100) or unix:/path")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 @dataclass(frozen=True)
 class Option:
     """What the generators need to know about one Config field."""
@@ -114,6 +128,21 @@ class Config:
         "text",
         "Access-log lines: 'text' (as runserver writes them) or 'json' (one JSON object a line, "
         "its fields also on the log record as its 'access' attribute).",
+        group="logging",
+    )
+    metrics: str | None = option(
+        None,
+        "Serve Prometheus metrics (GET /metrics) and the app-instance report (GET /instances) "
+        "on this address of their own, HOST:PORT or unix:/path, never on the app's port; with "
+        "workers, the parent serves every worker's numbers. Needs prometheus_client "
+        "(channelserver[metrics]). Unset turns it off.",
+        group="logging",
+    )
+    stuck_after: float = option(
+        5.0,
+        "An app instance still running this long after its disconnect counts as stuck in "
+        "the metrics (channelserver_app_instances_stuck).",
+        unit="seconds",
         group="logging",
     )
 
@@ -354,6 +383,8 @@ class Config:
             raise ConfigError(f"ws_deflate_window_bits={self.ws_deflate_window_bits!r} is not between 9 and 15")
         if not 1 <= self.ws_deflate_mem_level <= 9:
             raise ConfigError(f"ws_deflate_mem_level={self.ws_deflate_mem_level!r} is not between 1 and 9")
+        if self.metrics is not None:
+            metrics_address(self.metrics)
         for name in ("health_path", "liveness_path"):
             path = getattr(self, name)
             if path is not None and not path.startswith("/"):

@@ -149,6 +149,7 @@ class WebSocketConnection(Machine):
         "max_size",
         "offer",
         "offered_subprotocols",
+        "outcome",
         "parts",
         "parts_size",
         "per_message_deflate",
@@ -247,6 +248,9 @@ class WebSocketConnection(Machine):
         self.plain_frames = False
         #: The drain began during the handshake: close with 1012 once the app accepts.
         self.draining = False
+        #: How the handshake ended when not accepted, for the metrics: "rejected" (403),
+        #: "denied" (the app's denial response), "unavailable" (503), "failed" (500).
+        self.outcome: str | None = None
         #: Reads the peer's bytes at frame boundaries, after an accept with no extension.
         self.reader: FrameReader | None = None
         #: The actions of the input being handled, for the reader's callbacks.
@@ -365,11 +369,13 @@ class WebSocketConnection(Machine):
                 return self._close(code, reason)
             cycle.commit(new)
             if old is State.HANDSHAKE:
+                self.outcome = "rejected"
                 return self._reject(403, [], b"", more=False)
             return []
         if mtype == "websocket.http.response.start":
             self._pending_denial = cycle.denial_start_fields(message)
             cycle.commit(new)
+            self.outcome = "denied"
             return []
         # websocket.http.response.body
         body = cycle.denial_body(message)
@@ -396,8 +402,10 @@ class WebSocketConnection(Machine):
         if self.cycle.peer_gone or not self.cycle.event(APP_FAILED):
             return []
         if state is State.HANDSHAKE:
+            self.outcome = "failed"
             return self._reject(500, [], b"Internal Server Error\n", more=False)
         if state is State.RESPONSE:
+            self.outcome = "failed"
             if self._pending_denial is not None:  # nothing written yet: a clean 500
                 self._pending_denial = None
                 return self._reject(500, [], b"Internal Server Error\n", more=False)
@@ -439,6 +447,7 @@ class WebSocketConnection(Machine):
                     f"App did not accept or reject within {self.handshake_timeout}s; answered 503 ({self.cycle.where})",
                 )
             ]
+            self.outcome = "unavailable"
             actions.extend(self._reject(503, [], b"Service Unavailable: the application did not answer\n", more=False))
             return actions
         if self.phase is not Phase.OPEN or ws is None:
@@ -498,6 +507,7 @@ class WebSocketConnection(Machine):
             actions = self._close(1012, "server restarting")
             self._peer_gone(actions, 1012, "server restarting")
             return actions
+        self.outcome = "unavailable"
         return self._reject(503, [], b"Service Unavailable: server shutting down\n", more=False)
 
     @property

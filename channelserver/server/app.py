@@ -19,7 +19,7 @@ import contextvars
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ASGIProtocolError, ClientDisconnected
 from ..protocol.events import Action
@@ -29,6 +29,9 @@ from ..types import ASGIApp
 from .log import ERROR
 from .tasks import EAGER, abandon, awaiting, start_task
 from .timers import Entry, TimerHeap
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["AppInstance", "Host", "InstanceSettings"]
 
@@ -51,8 +54,10 @@ class InstanceSettings:
     queue_high_water: int
     #: Seconds an instance may run on after its disconnect before it is cancelled.
     app_close_timeout: float
-    #: Time each instance (for the access log).
+    #: Time each instance (for the access log and the metrics).
     timed: bool
+    #: The worker's counters, when ``--metrics`` is set.
+    metrics: Metrics | None = None
 
 
 class Host(Protocol):
@@ -227,6 +232,9 @@ class AppInstance:
             self._misused(exc)
             raise
         host = self.host
+        metrics = self.settings.metrics
+        if metrics is not None and message.get("type") == "websocket.send":
+            metrics.message_out(message)
         if actions:
             host.run(actions)
         elif message.get("type") == "http.response.start":
@@ -294,6 +302,8 @@ class AppInstance:
         if self.finished or self.task is None or self.cancelled_at is not None:
             return
         self.cancelled_at = self.host.loop.time()
+        if self.settings.metrics is not None:
+            self.settings.metrics.cancelled += 1
         since = self.cancelled_at - (self.disconnected_at or self.cancelled_at)
         where, owner = awaiting(self.coro)
         error_log.warning(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+from ..protocol.asgi_http import State as HTTPState
 from ..protocol.events import (
     Action,
     CancelTimer,
@@ -29,6 +31,7 @@ from ..protocol.websocket import WebSocketConnection
 from .app import AppInstance
 from .drain import DRAIN_EXTENSION, ConnectionDrain
 from .log import ERROR, access_line
+from .metrics import Metrics
 from .state import ServerState
 from .timers import Entry
 
@@ -126,13 +129,21 @@ class ConnectionProtocol(asyncio.Protocol):
             draining=self.state.draining,
             gate=self.state.gate,
         )
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.connections += 1
         limit = config.max_connections
         if limit is not None and len(self.state.connections) > limit:
+            if metrics is not None:
+                metrics.max_connections_refused += 1
             self.run(http.refuse_connection(503, f"more than {limit} open connections"))
             return
         self.run(http.start())
 
     def data_received(self, data: bytes) -> None:
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.bytes_in += len(data)
         self.run(self.machine.receive_data(data))
 
     def eof_received(self) -> bool | None:
@@ -150,7 +161,21 @@ class ConnectionProtocol(asyncio.Protocol):
         if self.ws_drain is not None:
             self.ws_drain.on_idle = _nothing  # the drain no longer refers back to us
             self.state.ws_open -= 1
+            if self.state.metrics is not None:
+                self._count_websocket(self.state.metrics)
         self.state.connection_closed(self)
+
+    def _count_websocket(self, metrics: Metrics) -> None:
+        machine = self.machine
+        assert isinstance(machine, WebSocketConnection)
+        accepted, code = machine.access_facts()
+        if not accepted:
+            metrics.websocket_gone(machine.outcome or "failed", None, None)
+            return
+        side = "server" if machine.close_code is not None else "client"
+        metrics.websocket_gone("accepted", code, side)
+        if code == 1012 and side == "server" and self.state.shutting_down:
+            metrics.drain_closed += 1
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -204,16 +229,21 @@ class ConnectionProtocol(asyncio.Protocol):
 
     def _run(self, actions: list[Any]) -> None:
         # Dispatched on the exact type (cheaper than isinstance; mypy does not narrow on it).
+        metrics = self.state.metrics
         for action in actions:
             kind = type(action)
             if kind is Write:
                 if not self.lost and action.data:
                     self.transport.write(action.data)  # type: ignore[union-attr]
+                    if metrics is not None:
+                        metrics.bytes_out += len(action.data)
             elif kind is Deliver:
                 try:
                     instance = self.instances[action.cycle]
                 except KeyError:  # its app instance has finished
                     continue
+                if metrics is not None and action.message["type"] == "websocket.receive":
+                    metrics.message_in(action.message)
                 instance.deliver(action.message)
             elif kind is StartApp:
                 self._start_app(action.cycle, action.scope)
@@ -256,6 +286,11 @@ class ConnectionProtocol(asyncio.Protocol):
         self.instances.pop(instance.cycle, None)
         if instance.scope["type"] == "http":
             self.state.http_in_flight -= 1
+            if self.state.metrics is not None:
+                status = instance.status
+                if status is None and getattr(instance.cycle, "state", None) is HTTPState.FAILED:
+                    status = 500  # the server answered for the app
+                self.state.metrics.request_done(instance.scope["method"], status, time.monotonic() - instance.started)
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
             access_line(instance, self.state.config.access_log_format == "json")

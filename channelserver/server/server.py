@@ -36,15 +36,20 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..errors import StartupError
 from ..types import ASGIApp
 from .connection import ConnectionProtocol
 from .lifespan import Lifespan
+from .metrics import instances_report
 from .state import Connection, ServerState
 from .tasks import CANCEL_GRACE, close_loop
 from .tls import ssl_context
+
+if TYPE_CHECKING:
+    from ..monitor.snapshot import Snapshot
 
 __all__ = ["Server", "bind_socket", "new_event_loop", "run"]
 
@@ -152,6 +157,10 @@ class Server:
         self.lifespan: Lifespan | None = None
         #: Set by a second SIGINT: every wait of the shutdown ends at once.
         self._force_event: asyncio.Event | None = None
+        #: This server's worker slot, in the metrics and the app-instance report.
+        self.worker = "0"
+        #: The ``--metrics`` listener, served by this process when it has no supervisor.
+        self.metrics_listener: Any = None
 
     # -- running -----------------------------------------------------------------------
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -159,6 +168,8 @@ class Server:
         self.should_exit = asyncio.Event()
         self.state = state = ServerState(self.config, self.app, loop)
         state.on_request = self.on_request
+        if self.config.metrics is not None and not self.config.supervised:
+            self._serve_metrics(loop)  # bound now: a bad address stops the start, before the app's
         self.lifespan = Lifespan(self.app, self.config.lifespan, loop)
         context = ssl_context(self.config)
         state.lifespan_state = await self.lifespan.startup()
@@ -175,11 +186,57 @@ class Server:
                 self.ports.append(sock.getsockname()[1])
         for where in self.bound:
             log.info("Listening on %s (pid %d)", where, os.getpid())
+        if state.metrics is not None:
+            state.metrics.start_lag_probe(loop)
+        if self.metrics_listener is not None:
+            self.metrics_listener.start()
         self.started.set()
         if self.on_ready is not None:
             self.on_ready(self)
-        await self.should_exit.wait()
-        await self.shutdown()
+        try:
+            await self.should_exit.wait()
+            await self.shutdown()
+        finally:
+            if state.metrics is not None:
+                state.metrics.stop_lag_probe()
+
+    # -- metrics and the app-instance report ---------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """This server's metrics now (on the loop)."""
+        assert self.state is not None and self.state.metrics is not None
+        return self.state.metrics.snapshot(self.state)
+
+    def instances_report(self) -> str:
+        """One line per running app instance (on the loop)."""
+        assert self.state is not None
+        return instances_report(self.state, self.worker)
+
+    def log_instances(self) -> None:
+        """SIGUSR1: log what every app instance is doing."""
+        if self.state is not None:
+            log.warning("%s", self.instances_report())
+
+    def _serve_metrics(self, loop: asyncio.AbstractEventLoop) -> None:
+        from ..monitor.listener import MetricsListener
+        from ..monitor.snapshot import Gathered
+
+        gathered = Gathered()
+        gathered.workers = 1
+
+        def on_loop(fn: Callable[[], Any]) -> Any:
+            async def call() -> Any:
+                return fn()
+
+            return asyncio.run_coroutine_threadsafe(call(), loop).result(10)
+
+        def source() -> Snapshot:
+            gathered.update(0, 0, on_loop(self.snapshot))
+            return gathered.view()
+
+        assert self.config.metrics is not None
+        self.metrics_listener = MetricsListener(
+            self.config.metrics, source, lambda: on_loop(self.instances_report) + "\n"
+        )
 
     def handle_exit(self, sig: int | None = None) -> None:
         """Signal handler: record only."""
@@ -349,7 +406,8 @@ class Server:
 
 @contextlib.contextmanager
 def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """Route SIGINT/SIGTERM to ``server.handle_exit``; restore the old handlers after."""
+    """Route SIGINT/SIGTERM to ``server.handle_exit`` and SIGUSR1 to
+    ``server.log_instances``; restore the old handlers after."""
     sigs = [signal.SIGINT, signal.SIGTERM]
     installed: list[signal.Signals] = []
     try:
@@ -359,11 +417,19 @@ def capture_signals(server: Server, loop: asyncio.AbstractEventLoop) -> Iterator
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+        usr1 = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+        if usr1 is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGUSR1, server.log_instances)
+                installed.append(signal.SIGUSR1)
         yield
     finally:
         for sig in installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+        if signal.SIGUSR1 in installed:  # asyncio leaves SIG_DFL, which would end the process
+            with contextlib.suppress(Exception):
+                signal.signal(signal.SIGUSR1, usr1)
 
 
 class ThreadStop:
@@ -434,5 +500,7 @@ def run(
         with capture_signals(server, loop) if signals else contextlib.nullcontext():
             loop.run_until_complete(server.serve(sockets))
     finally:
+        if server.metrics_listener is not None:
+            server.metrics_listener.close()
         close_loop(loop)
         sys.stdout.flush()

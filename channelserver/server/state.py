@@ -20,6 +20,7 @@ from ..types import ASGIApp
 from .app import AppInstance, InstanceSettings
 from .drain import DRAIN_EXTENSION, ConnectionDrain
 from .log import ACCESS, RateLimit
+from .metrics import Metrics
 from .timers import TimerHeap
 
 __all__ = ["Connection", "ServerState"]
@@ -71,6 +72,8 @@ class ServerState:
         self.all_closed: asyncio.Event | None = None
         self.no_instances: asyncio.Event | None = None
         self.access_log_enabled = config.access_log and access_log.isEnabledFor(logging.INFO)
+        #: The worker's counters when ``--metrics`` is set; None leaves the hot paths alone.
+        self.metrics = Metrics() if config.metrics is not None else None
         #: What each app instance is given, the same for all.
         self.instance_settings = InstanceSettings(
             app=app,
@@ -80,7 +83,8 @@ class ServerState:
             read_low_water=64 * 1024,
             queue_high_water=config.ws_max_queue,
             app_close_timeout=config.app_close_timeout,
-            timed=self.access_log_enabled,
+            timed=self.access_log_enabled or self.metrics is not None,
+            metrics=self.metrics,
         )
         self.trusted = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.warnings = RateLimit(per=10.0, most=20)

@@ -43,9 +43,11 @@ import enum
 import logging
 import math
 import os
+import queue
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import EXIT_KILLED, EXIT_STARTUP_FAILED, StartupError
+from ..monitor.snapshot import Gathered
 from ..server.server import bind_socket, describe_socket
 from ..server.tasks import CANCEL_GRACE
 from .worker import Launcher, SpawnLauncher, WorkerPipe, WorkerProcess, WorkerSpec
@@ -103,10 +106,25 @@ class Worker:
     #: Its memory passed ``max_worker_memory`` as soon as it was ready: replacing it for its
     #: memory would only start another one just as large, so it is not.
     over_memory_when_ready: bool = False
+    #: Its place among the workers: the ``worker`` label of its metrics.
+    slot: int = 0
+    #: The setting that retires it (max_requests, ...), the metrics' restart reason.
+    retire_setting: str | None = None
+    #: Killed for not answering a health check.
+    unresponsive: bool = False
 
     @property
     def pid(self) -> int:
         return self.process.pid or 0
+
+
+@dataclass(eq=False)
+class _Ask:
+    """A report of app instances asked for by the metrics listener's thread."""
+
+    waiting: set[Worker]
+    texts: list[str]
+    done: threading.Event
 
 
 def describe_exit(code: int | None) -> str:
@@ -186,6 +204,15 @@ class Supervisor:
         self.next_memory_check = math.inf
         self.pending_signals: list[int] = []
         self._wakeup: socket.socket | None = None
+        #: ``--metrics``: every worker's numbers, and the listener that serves them.
+        self.gathered = Gathered() if config.metrics is not None else None
+        self.listener: Any = None
+        #: Reports of app instances asked for by the listener's thread, and those waiting
+        #: for the workers' answers, by the number they were sent with.
+        self._asks_in: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
+        self._asks: dict[int, _Ask] = {}
+        self._ask_seq = 0
+        self._wakeup_write: socket.socket | None = None
         #: When stopping, the parent closes its copy of the listening sockets once the
         #: workers stop accepting (after drain_delay): from then on the kernel refuses new
         #: connections at once, instead of queueing them for no one to accept.
@@ -207,6 +234,16 @@ class Supervisor:
         try:
             for sock in self.sockets:
                 log.info("Listening on %s (pid %d)", describe_socket(sock), os.getpid())
+            if self.config.metrics is not None:
+                from ..monitor.listener import MetricsListener
+
+                assert self.gathered is not None
+                try:
+                    self.listener = MetricsListener(self.config.metrics, self.gathered.view, self.instances_report)
+                except StartupError as exc:
+                    log.error("%s", exc)
+                    return EXIT_STARTUP_FAILED
+                self.listener.start()
             with self._recording_signals():
                 self.start_workers()
                 while not self.done:
@@ -217,6 +254,8 @@ class Supervisor:
             self._kill_all()
             for sock in self.sockets:
                 sock.close()
+            if self.listener is not None:
+                self.listener.close()
 
     def _step(self) -> None:
         """Wait for the next event or deadline, then act on it."""
@@ -235,29 +274,35 @@ class Supervisor:
                     pass
         while self.pending_signals:
             self.signalled(self.pending_signals.pop(0))
+        while not self._asks_in.empty():
+            self._ask_workers(self._asks_in.get())
         for worker in list(self.workers):
             if worker.conn is not None and worker.conn in ready:
                 self.readable(worker)
         for worker in [w for w in self.workers if w.process.sentinel in ready]:
             self.exited(worker)
         self.time_passed()
+        if self.gathered is not None:
+            self.gathered.workers = sum(w.phase is Phase.SERVING for w in self.workers)
 
     @contextlib.contextmanager
     def _recording_signals(self) -> Iterator[None]:
         """SIGINT/SIGTERM/SIGHUP handlers that only record; a socket wakes the loop."""
         self._wakeup, wakeup_write = socket.socketpair()
+        self._wakeup_write = wakeup_write
         self._wakeup.setblocking(False)
         wakeup_write.setblocking(False)
         old_fd = signal.set_wakeup_fd(wakeup_write.fileno(), warn_on_full_buffer=False)
         old_handlers = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 old_handlers[sig] = signal.signal(sig, self._record_signal)
             yield
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             signal.set_wakeup_fd(old_fd)
+            self._wakeup_write = None
             wakeup_write.close()
             self._wakeup.close()
 
@@ -268,8 +313,8 @@ class Supervisor:
     def start_workers(self) -> None:
         """The first ``config.workers`` workers."""
         self._check_recycling_settings()
-        for _ in range(self.config.workers):
-            self._spawn()
+        for slot in range(self.config.workers):
+            self._spawn(slot=slot)
 
     def _check_recycling_settings(self) -> None:
         """Turn the memory check on; say once for each recycling setting that cannot apply."""
@@ -294,13 +339,15 @@ class Supervisor:
                 config.max_worker_age_jitter,
             )
 
-    def _spawn(self, replaces: Worker | None = None) -> Worker:
+    def _spawn(self, replaces: Worker | None = None, slot: int = 0) -> Worker:
         limit = None
         if self.config.max_requests:
             limit = self.config.max_requests + random.randint(0, max(0, self.config.max_requests_jitter))
-        spec = WorkerSpec(self.config, self.app_target, limit, self.worker_logging)
+        if replaces is not None:
+            slot = replaces.slot
+        spec = WorkerSpec(self.config, self.app_target, limit, self.worker_logging, slot)
         process, conn = self.launcher.start(spec, self.sockets)
-        worker = Worker(process, conn, self.generation, self.clock(), replaces=replaces)
+        worker = Worker(process, conn, self.generation, self.clock(), replaces=replaces, slot=slot)
         if self.config.max_worker_age:
             extra = random.uniform(0, self.config.max_worker_age_jitter)
             worker.retire_at = worker.started_at + self.config.max_worker_age + extra
@@ -360,6 +407,12 @@ class Supervisor:
                 log.warning("Received SIGINT again: telling the workers to stop waiting")
                 for worker in self.workers:
                     self._kill(worker, signal.SIGINT)
+        elif sig == signal.SIGUSR1:
+            serving = [w for w in self.workers if w.phase is Phase.SERVING and w.conn is not None]
+            log.info("Received SIGUSR1: asking %d worker(s) to log their app instances", len(serving))
+            for worker in serving:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(("instances", None))  # type: ignore[union-attr]
         elif sig == signal.SIGHUP and self.mode is Mode.RUNNING:
             self.generation += 1
             self.rolling = True
@@ -405,7 +458,12 @@ class Supervisor:
         elif kind == "failed":
             self._startup_failed(worker, str(message[1]))
         elif kind == "retire":
-            self._recycle(worker, f"served {message[1]} requests (max_requests)")
+            self._recycle(worker, f"served {message[1]} requests (max_requests)", "max_requests")
+        elif kind == "metrics":
+            if self.gathered is not None:
+                self.gathered.update(worker, worker.slot, message[1])
+        elif kind == "instances":
+            self._instances_answer(worker, message[1], message[2])
 
     def _startup_failed(self, worker: Worker, text: str) -> None:
         worker.failed = True
@@ -425,6 +483,9 @@ class Supervisor:
         if worker.conn is not None:
             worker.conn.close()
             worker.conn = None
+        if self.gathered is not None:
+            self.gathered.retire(worker)
+        self._instances_answer(worker, None, None)
         how = describe_exit(worker.process.exitcode)
         if worker.phase is Phase.STOPPING:
             log.info("Worker pid %d exited (%s)", worker.pid, how)
@@ -433,12 +494,13 @@ class Supervisor:
                 self._startup_failed(worker, f"it exited ({how}) before it was ready")
         elif self.mode is Mode.RUNNING:
             heir = worker.replaced_by
+            self._restarted("unresponsive" if worker.unresponsive else "died")
             if heir is not None:
                 heir.replaces = None  # already on its way: it takes the free place
                 log.warning("Worker pid %d died (%s); pid %d is taking its place", worker.pid, how, heir.pid)
             else:
                 log.warning("Worker pid %d died (%s); starting a replacement", worker.pid, how)
-                self._spawn()
+                self._spawn(slot=worker.slot)
         if self.replacing is worker:
             self.replacing = None
         self._replace_next()
@@ -450,8 +512,53 @@ class Supervisor:
             if w.phase is Phase.SERVING and w.generation < self.generation and w.replaced_by is None
         ]
 
+    # -- metrics and the app-instance report ---------------------------------------------
+    def _restarted(self, reason: str) -> None:
+        if self.gathered is not None:
+            self.gathered.restarted(reason)
+
+    def instances_report(self, timeout: float = 5.0) -> str:
+        """Every serving worker's report of its app instances (called from the metrics
+        listener's thread: the supervising thread asks the workers and collects)."""
+        ask = _Ask(set(), [], threading.Event())
+        self._asks_in.put(ask)
+        wakeup = self._wakeup_write
+        if wakeup is not None:
+            with contextlib.suppress(OSError):
+                wakeup.send(b"\0")
+        answered = ask.done.wait(timeout)
+        texts = sorted(ask.texts)
+        if not answered:
+            texts.append(f"(not every worker answered within {timeout:g}s)")
+        return "\n".join(texts) + "\n"
+
+    def _ask_workers(self, ask: _Ask) -> None:
+        self._ask_seq += 1
+        for worker in self.workers:
+            if worker.phase is Phase.SERVING and worker.conn is not None:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(("instances", self._ask_seq))
+                    ask.waiting.add(worker)
+        if ask.waiting:
+            self._asks[self._ask_seq] = ask
+        else:
+            ask.done.set()
+
+    def _instances_answer(self, worker: Worker, seq: int | None, text: str | None) -> None:
+        """``worker``'s report for the ask ``seq``; with ``seq`` None, it exited and
+        answers nothing more."""
+        for number, ask in list(self._asks.items()):
+            if (seq is not None and number != seq) or worker not in ask.waiting:
+                continue
+            ask.waiting.discard(worker)
+            if text is not None:
+                ask.texts.append(text)
+            if not ask.waiting:
+                del self._asks[number]
+                ask.done.set()
+
     # -- recycling and rolling restart: one replacement at a time --------------------------
-    def _recycle(self, worker: Worker, reason: str) -> None:
+    def _recycle(self, worker: Worker, reason: str, setting: str) -> None:
         """``worker`` reached a recycling limit: queue it for replacement, unless it is
         already on its way out (stopping, being replaced, or queued for another reason)."""
         if (
@@ -462,6 +569,7 @@ class Supervisor:
         ):
             return
         worker.retire_reason = reason
+        worker.retire_setting = setting
         self._replace_next()
 
     def _replace_next(self) -> None:
@@ -482,6 +590,7 @@ class Supervisor:
             old = due[0]
             if old.retire_reason is not None:
                 log.info("Worker pid %d %s; replacing it", old.pid, old.retire_reason)
+            self._restarted(old.retire_setting or "reload")
             self.replacing = self._spawn(replaces=old)
         elif self.rolling and not any(
             w.generation < self.generation and w.phase is not Phase.STOPPING for w in self.workers
@@ -519,14 +628,16 @@ class Supervisor:
             rss = self.launcher.memory(worker.process)
             if rss is not None and rss > self.memory_limit:
                 used = math.ceil(rss / MiB)
-                self._recycle(worker, f"used {used} MiB (max_worker_memory {self.config.max_worker_memory})")
+                self._recycle(
+                    worker, f"used {used} MiB (max_worker_memory {self.config.max_worker_memory})", "max_worker_memory"
+                )
 
     def _age_reached(self, worker: Worker, now: float) -> None:
         worker.retire_at = math.inf  # once: the deadline is not looked at again
         limit = f"max_worker_age {_seconds(self.config.max_worker_age or 0)}"
         if self.config.max_worker_age_jitter:
             limit += f" + {_seconds(self.config.max_worker_age_jitter)} jitter"
-        self._recycle(worker, f"is {_seconds(now - worker.started_at)} old ({limit})")
+        self._recycle(worker, f"is {_seconds(now - worker.started_at)} old ({limit})", "max_worker_age")
 
     # -- time ------------------------------------------------------------------------------
     def _deadline_of(self, worker: Worker) -> float:
@@ -583,6 +694,7 @@ class Supervisor:
         )
         worker.ping_sent_at = None
         worker.next_ping_at = math.inf
+        worker.unresponsive = True
         self._kill(worker, signal.SIGKILL)
 
     def _ping(self, worker: Worker, now: float) -> None:

@@ -17,9 +17,12 @@ to the parent over the pipe, in small tuples:
 worker -> parent      ``("ready",)`` once listening; ``("failed", text)`` when it
                       cannot start; ``("pong", n)``; ``("retire", requests)`` once
                       it served ``max_requests`` (+ its jitter) HTTP requests and
-                      WebSocket connections, counted alike as each starts its app
+                      WebSocket connections, counted alike as each starts its app;
+                      with ``--metrics``, ``("metrics", snapshot)`` every second and
+                      once more as it exits; ``("instances", n, text)``
 parent -> worker      ``("ping", n)``, answered from the worker's event loop, so a
-                      worker whose loop is stuck does not answer
+                      worker whose loop is stuck does not answer; ``("instances",
+                      n)``, answered with the report of its running app instances
 ====================  ==========================================================
 
 A worker whose parent is gone sees its pipe close and shuts down.
@@ -50,6 +53,9 @@ __all__ = ["Launcher", "SpawnLauncher", "WorkerPipe", "WorkerProcess", "WorkerSp
 
 log = logging.getLogger("channelserver.error")
 
+#: How often a worker ships its metrics to the parent (with ``--metrics``).
+METRICS_INTERVAL = 1.0
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -62,6 +68,9 @@ class WorkerSpec:
     #: Called first thing in the worker with ``config.log_level`` (a spawned process
     #: starts with no logging): a module-level function or a ``functools.partial`` of one.
     logging: Callable[[str], None]
+    #: Its place among the workers ("worker" in the metrics); a replacement takes its
+    #: predecessor's.
+    slot: int = 0
 
 
 # -- the parent's side: starting and signalling a worker ---------------------------------------
@@ -149,6 +158,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, sockets: list[socket.socket]
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the parent asks over the pipe
     spec.logging(spec.config.log_level)
     try:
         app = import_app(spec.app_target)
@@ -195,15 +205,26 @@ class WorkerRuntime:
                 return EXIT_STARTUP_FAILED
             return EXIT_OK
         finally:
+            if self.server is not None and self.server.state is not None and self.server.state.metrics is not None:
+                _report(self.conn, ("metrics", self.server.snapshot()))  # its last word
             self.conn.close()
 
     def _ready(self, server: Server) -> None:
         """Every socket listens: answer the parent's pings from now on, and say so."""
         self.server = server
+        server.worker = str(self.spec.slot)
         self.loop = loop = asyncio.get_running_loop()
         loop.add_reader(self.conn.fileno(), self._parent_spoke)
         _report(self.conn, ("ready",))
         self._request_counted()
+        if server.state is not None and server.state.metrics is not None:
+            self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        """Ship this worker's counters to the parent, now and every second."""
+        assert self.server is not None and self.loop is not None
+        _report(self.conn, ("metrics", self.server.snapshot()))
+        self.loop.call_later(METRICS_INTERVAL, self._send_metrics)
 
     def _request_counted(self) -> None:
         """ServerState.on_request: ask to retire once max_requests is reached."""
@@ -221,6 +242,11 @@ class WorkerRuntime:
                 message = self.conn.recv()
                 if message[0] == "ping":
                     self.conn.send(("pong", message[1]))
+                elif message[0] == "instances" and self.server is not None:
+                    if message[1] is None:  # the parent got SIGUSR1: into the log
+                        self.server.log_instances()
+                    else:
+                        self.conn.send(("instances", message[1], self.server.instances_report()))
         except (EOFError, OSError):
             assert self.loop is not None and self.server is not None
             self.loop.remove_reader(self.conn.fileno())

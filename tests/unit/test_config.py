@@ -104,6 +104,8 @@ def non_default(opt: Option) -> tuple[list[str], Any]:
         return [opt.flag, value], value
     if opt.name == "forwarded_allow_ips":
         return [opt.flag, "10.0.0.1, 10.1.0.0/16"], ("10.0.0.1", "10.1.0.0/16")
+    if opt.name == "metrics":  # an address
+        return [opt.flag, "127.0.0.1:9100"], "127.0.0.1:9100"
     if opt.name in ("ws_deflate_window_bits", "ws_deflate_mem_level"):  # bounded: 9-15, 1-9
         return [opt.flag, str(opt.default - 2)], opt.default - 2
     if opt.type is int:

@@ -1,0 +1,215 @@
+"""A worker's own counters for ``--metrics``: plain integers and lists, counted on the
+hot paths only when ``--metrics`` is set (``ServerState.metrics`` is None otherwise), and
+copied into a :data:`~channelserver.monitor.snapshot.Snapshot` about once a second.
+
+The counters never reset: the parent (or, with one process, the server's own listener)
+serves the latest snapshot, and keeps an exited worker's last one, so totals never go
+backwards. Gauges (open connections, app instances, memory) are read when the snapshot
+is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..monitor.catalog import DURATION_BUCKETS, LAG_BUCKETS, SIZE_BUCKETS
+from ..monitor.snapshot import Snapshot
+from .tasks import awaiting
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class ServerState(Protocol):
+    """What the snapshot and the report read of the worker's ``ServerState``."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    app_name: str
+    #: AppInstance and Connection objects (not imported here: they import this module)
+    instances: set[Any]
+    connections: set[Any]
+    refused: dict[str, int]
+    ws_open: int
+    draining: bool
+
+
+__all__ = ["LAG_INTERVAL", "Histogram", "Metrics", "instances_report", "rss_bytes"]
+
+#: How often the event-loop lag is sampled.
+LAG_INTERVAL = 0.25
+
+_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes(pid: int | str = "self") -> int | None:
+    """Resident memory of ``pid`` from ``/proc`` (None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Histogram:
+    """Counts per bucket (not cumulative; the last is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def copy(self) -> tuple[list[int], float]:
+        return list(self.counts), self.total
+
+
+class Metrics:
+    """One worker's counters."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: (method, status class) -> requests
+        self.requests: dict[tuple[str, str], int] = {}
+        self.duration = Histogram(DURATION_BUCKETS)
+        self.handshakes: dict[str, int] = {}
+        #: (code, side) -> closes
+        self.closes: dict[tuple[str, str], int] = {}
+        self.messages_in = 0
+        self.messages_out = 0
+        self.size_in = Histogram(SIZE_BUCKETS)
+        self.size_out = Histogram(SIZE_BUCKETS)
+        self.cancelled = 0
+        self.drain_closed = 0
+        self.max_connections_refused = 0
+        self.lag = Histogram(LAG_BUCKETS)
+        self._lag_handle: asyncio.TimerHandle | None = None
+
+    # -- counting ----------------------------------------------------------------------
+    def request_done(self, method: str, status: int | None, seconds: float) -> None:
+        key = (method if method in _METHODS else "other", "none" if status is None else f"{status // 100}xx")
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        self.duration.observe(seconds)
+
+    def websocket_gone(self, outcome: str, code: int | None, side: str | None) -> None:
+        """A WebSocket connection ended: its handshake's outcome and, once accepted, its
+        close code (1006 when no close frame was seen) and the side that closed first."""
+        handshakes = self.handshakes
+        handshakes[outcome] = handshakes.get(outcome, 0) + 1
+        if side is not None:
+            key = (str(code or 1006), side)
+            self.closes[key] = self.closes.get(key, 0) + 1
+
+    def message_in(self, message: dict[str, Any]) -> None:
+        self.messages_in += 1
+        data = message.get("text") or message.get("bytes")
+        self.size_in.observe(len(data) if data else 0)
+
+    def message_out(self, message: dict[str, Any]) -> None:
+        self.messages_out += 1
+        data = message.get("text") or message.get("bytes")
+        self.size_out.observe(len(data) if data else 0)
+
+    # -- event-loop lag ----------------------------------------------------------------
+    def start_lag_probe(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time() + LAG_INTERVAL
+
+        def tick() -> None:
+            nonlocal due
+            now = loop.time()
+            self.lag.observe(max(0.0, now - due))
+            due = now + LAG_INTERVAL
+            self._lag_handle = loop.call_at(due, tick)
+
+        self._lag_handle = loop.call_at(due, tick)
+
+    def stop_lag_probe(self) -> None:
+        if self._lag_handle is not None:
+            self._lag_handle.cancel()
+            self._lag_handle = None
+
+    # -- the snapshot --------------------------------------------------------------------
+    def snapshot(self, state: ServerState) -> Snapshot:
+        now = state.loop.time()
+        stuck_after = state.config.stuck_after
+        stuck = sum(
+            1
+            for instance in state.instances
+            if instance.disconnected_at is not None and now - instance.disconnected_at > stuck_after
+        )
+        held = sum(1 for conn in state.connections if conn.ws_drain is not None and conn.ws_drain.waiting)
+        refused = {(limit,): n for limit, n in state.refused.items()}
+        refused[("max_connections",)] = self.max_connections_refused
+        rss = rss_bytes()
+        return Snapshot(
+            counters={
+                "channelserver_connections_total": {(): self.connections},
+                "channelserver_http_requests_total": dict(self.requests),
+                "channelserver_received_bytes_total": {(): self.bytes_in},
+                "channelserver_sent_bytes_total": {(): self.bytes_out},
+                "channelserver_websocket_handshakes_total": {(k,): n for k, n in self.handshakes.items()},
+                "channelserver_refused_total": refused,
+                "channelserver_websocket_closes_total": dict(self.closes),
+                "channelserver_websocket_messages_total": {("in",): self.messages_in, ("out",): self.messages_out},
+                "channelserver_app_instances_cancelled_total": {(): self.cancelled},
+                "channelserver_drain_closed_total": {(): self.drain_closed},
+            },
+            histograms={
+                "channelserver_http_request_duration_seconds": {(): self.duration.copy()},
+                "channelserver_websocket_message_size_bytes": {
+                    ("in",): self.size_in.copy(),
+                    ("out",): self.size_out.copy(),
+                },
+                "channelserver_event_loop_lag_seconds": {(): self.lag.copy()},
+            },
+            gauges={
+                "channelserver_connections_open": {
+                    ("http",): len(state.connections) - state.ws_open,
+                    ("websocket",): state.ws_open,
+                },
+                "channelserver_app_instances": {(): len(state.instances)},
+                "channelserver_app_instances_stuck": {(): stuck},
+                "channelserver_draining": {(): int(state.draining)},
+                "channelserver_drain_held": {(): held},
+                "channelserver_worker_rss_bytes": {(): rss} if rss is not None else {},
+            },
+        )
+
+
+def instances_report(state: ServerState, worker: str) -> str:
+    """One line per running app instance, worst first (longest since its disconnect, then
+    oldest): what it serves, its consumer, its age, the time since its disconnect and the
+    line it is awaiting. What SIGUSR1 logs and ``GET /instances`` shows."""
+    loop_now, wall_now = state.loop.time(), time.monotonic()
+    rows = []
+    for instance in state.instances:
+        scope = instance.scope
+        what = f"http {scope['method']} {scope['path']}" if scope["type"] == "http" else f"websocket {scope['path']}"
+        where, owner = awaiting(instance.coro)
+        since = loop_now - instance.disconnected_at if instance.disconnected_at is not None else None
+        age = wall_now - instance.started if instance.started else None
+        facts = [f"{age:.1f}s old" if age is not None else "age unknown (no timing: access log and metrics off)"]
+        if since is not None:
+            facts.append(f"disconnected {since:.1f}s ago")
+        if instance.cancelled_at is not None:
+            facts.append("cancelled")
+        facts.append(f"awaiting {where}")
+        consumer = owner or state.app_name
+        rows.append((-(since or -1.0), -(age or 0.0), f"  {what} {consumer}: {', '.join(facts)}"))
+    rows.sort()
+    lines = [f"App instances of worker {worker} (pid {os.getpid()}): {len(rows)} running"]
+    lines.extend(row[2] for row in rows)
+    return "\n".join(lines)
