@@ -8,12 +8,28 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["DURATION_BUCKETS", "LAG_BUCKETS", "METRICS", "SIZE_BUCKETS", "Metric", "by_name"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "HANDSHAKE_OUTCOMES",
+    "LAG_BUCKETS",
+    "METRICS",
+    "REFUSAL_LIMITS",
+    "RESTART_REASONS",
+    "SIZE_BUCKETS",
+    "Metric",
+    "by_name",
+]
 
 #: Upper bounds (``le``) of each histogram's buckets; +Inf is implied.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: The values of the labels that have a known set: each is served from 0, so that the
+#: first event is an increase a rule can see (a series born at 1 has none).
+HANDSHAKE_OUTCOMES = ("accepted", "rejected", "denied", "unavailable", "failed")
+REFUSAL_LIMITS = ("max_connections", "limit_concurrency", "ws_max_connections", "ws_accept_rate")
+RESTART_REASONS = ("max_requests", "max_worker_memory", "max_worker_age", "reload", "died", "unresponsive")
 
 
 class Metric(NamedTuple):
@@ -69,7 +85,7 @@ METRICS: tuple[Metric, ...] = (
         "channelserver_app_instances_cancelled_total",
         "counter",
         (),
-        "App instances the server cancelled: still running app_close_timeout after their disconnect.",
+        "App instances the server cancelled: still running app_close_timeout after their disconnect (or at shutdown).",
     ),
     Metric("channelserver_drain_closed_total", "counter", (), "WebSockets a drain closed with 1012."),
     Metric(

@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import METRICS
+from .catalog import METRICS, RESTART_REASONS
 
 __all__ = ["Gathered", "Labels", "Snapshot"]
 
@@ -78,7 +78,7 @@ class Gathered:
         self._live: dict[Hashable, Snapshot] = {}
         self._retired = Snapshot()
         #: The parent's own numbers: restarts by reason, workers serving.
-        self.restarts: dict[str, int] = {}
+        self.restarts: dict[str, int] = dict.fromkeys(RESTART_REASONS, 0)
         self.workers = 0
 
     def update(self, key: Hashable, slot: int, snapshot: Snapshot) -> None:

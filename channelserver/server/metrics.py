@@ -16,7 +16,7 @@ import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..monitor.catalog import DURATION_BUCKETS, LAG_BUCKETS, SIZE_BUCKETS
+from ..monitor.catalog import DURATION_BUCKETS, HANDSHAKE_OUTCOMES, LAG_BUCKETS, SIZE_BUCKETS
 from ..monitor.snapshot import Snapshot
 from .tasks import awaiting
 
@@ -84,7 +84,7 @@ class Metrics:
         #: (method, status class) -> requests
         self.requests: dict[tuple[str, str], int] = {}
         self.duration = Histogram(DURATION_BUCKETS)
-        self.handshakes: dict[str, int] = {}
+        self.handshakes: dict[str, int] = dict.fromkeys(HANDSHAKE_OUTCOMES, 0)
         #: (code, side) -> closes
         self.closes: dict[tuple[str, str], int] = {}
         self.messages_in = 0

@@ -55,7 +55,16 @@ def test_restarts_and_workers_are_the_parents_own() -> None:
     gathered.restarted("max_worker_age")
     gathered.restarted("died")
     view = gathered.view()
-    assert view.counters["channelserver_worker_restarts_total"] == {("died",): 2, ("max_worker_age",): 1}
+    restarts = view.counters["channelserver_worker_restarts_total"]
+    assert restarts[("died",)] == 2
+    assert restarts[("max_worker_age",)] == 1
+    # every reason is served from 0, so that the first restart is an increase a rule sees
+    assert {reason for (reason,), n in restarts.items() if n == 0} == {
+        "max_requests",
+        "max_worker_memory",
+        "reload",
+        "unresponsive",
+    }
     assert view.gauges["channelserver_workers"] == {(): 2}
 
 
