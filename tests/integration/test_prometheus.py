@@ -23,6 +23,7 @@ import re
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -207,6 +208,15 @@ def request(port: int, method: str, path: str) -> int:
         conn.close()
 
 
+def busiest_worker(server: ServerProcess, pids: list[int]) -> int:
+    """Of ``pids``, the worker that served the most (its access-log lines carry its pid):
+    killing it loses what only its counters held, unless the parent kept them."""
+    served = Counter(int(pid) for pid in re.findall(rb"\[(\d+)\][^\n]* 127\.0\.0\.1:\d+ - \"", server.output))
+    busiest = max(pids, key=lambda pid: served[pid])
+    assert served[busiest] > 0, f"no access-log line of a worker in {pids}:\n{server.text}"
+    return busiest
+
+
 def worker_pids(server: ServerProcess) -> list[int]:
     """The pids of the server's worker processes alive now: children of the parent that the
     log named ready (a child that is not a worker, multiprocessing's own, is left out)."""
@@ -216,7 +226,7 @@ def worker_pids(server: ServerProcess) -> list[int]:
 
 # -- the tests -------------------------------------------------------------------------------
 def test_prometheus_scrapes_whole_server_totals_that_survive_a_killed_worker(tmp_path: Path) -> None:
-    with metrics_server("--no-access-log") as (server, metrics_port), ExitStack() as stack:
+    with metrics_server() as (server, metrics_port), ExitStack() as stack:
         assert server.port is not None
         prom = stack.enter_context(prometheus(tmp_path, f"127.0.0.1:{metrics_port}"))
         prom.wait_for("the channelserver target is up", lambda: prom.scalar('up{job="channelserver"}'), 1)
@@ -284,7 +294,7 @@ def test_prometheus_scrapes_whole_server_totals_that_survive_a_killed_worker(tmp
         }
         pids = worker_pids(server)
         assert len(pids) == WORKERS, (pids, server.text)
-        victim = pids[0]
+        victim = busiest_worker(server, pids)
         os.kill(victim, signal.SIGKILL)
         heir = server.wait_for(
             re.compile(rb"Worker pid %d died [^\n]*\n(?:[^\n]*\n)*?[^\n]*Worker pid (\d+) ready" % victim), 30
