@@ -44,6 +44,8 @@ __all__ = ["LAG_INTERVAL", "Histogram", "Metrics", "instances_report", "rss_byte
 LAG_INTERVAL = 0.25
 
 _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: status -> its class, "2xx"; looked up, not formatted, on every request
+_CLASSES = {status: f"{status // 100}xx" for status in range(100, 600)}
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -99,10 +101,12 @@ class Metrics:
 
     # -- counting ----------------------------------------------------------------------
     def request_done(self, method: str, status: int | None, seconds: float) -> None:
-        key = (method if method in _METHODS else "other", "none" if status is None else f"{status // 100}xx")
+        key = (method if method in _METHODS else "other", _CLASSES.get(status, "none"))
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
-        self.duration.observe(seconds)
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1
+        duration.total += seconds
 
     def websocket_gone(self, outcome: str, code: int | None, side: str | None) -> None:
         """A WebSocket connection ended: its handshake's outcome and, once accepted, its
