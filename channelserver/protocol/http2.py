@@ -185,7 +185,7 @@ class HTTP2Connection(Machine):
         *,
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
-        scheme: str = "https",
+        scheme: str = "http",
         root_path: str = "",
         state: dict[str, Any] | None = None,
         keep_alive_timeout: float = 5.0,

@@ -298,6 +298,21 @@ def test_the_end_of_a_request_in_its_own_frame() -> None:
     ]
 
 
+def test_a_response_before_the_whole_request_cuts_the_request_off() -> None:
+    """RFC 9113 section 8.1: a complete response, then RST_STREAM NO_ERROR for the rest
+    of the request; DATA still in flight is dropped and its window given back by h2."""
+    pair = H2Pair(initial_window_size=1000)
+    sid = pair.request("POST", "/", data=b"x" * 1000, end=False)
+    pair.answer(sid, b"too early for the rest")
+    assert pair.inbox()[-1] == {"type": "http.disconnect"}
+    pair.client_events()
+    response = pair.streams[sid]
+    assert (response.body, response.ended, response.reset) == (b"too early for the rest", True, ErrorCodes.NO_ERROR)
+    pair.app_returned(pair.cycle)
+    assert pair.machine.streams == {}
+    assert pair.closes == 0
+
+
 def test_many_concurrent_streams_each_have_their_own_cycle() -> None:
     pair = H2Pair()
     sids = [pair.request("GET", f"/{n}") for n in range(20)]
