@@ -147,6 +147,36 @@ class Config:
     )
 
     # -- HTTP --------------------------------------------------------------------------
+    http: Literal["auto", "1", "2"] = option(
+        "auto",
+        "HTTP versions served: 'auto' (HTTP/2 where the client asks for it: ALPN h2 under TLS, "
+        "the HTTP/2 connection preface in cleartext, h2c by prior knowledge; HTTP/1.1 "
+        "otherwise), '1' (HTTP/1.1 only) or '2' (HTTP/2 only: ALPN offers h2 alone, and a "
+        "cleartext connection that does not open with the preface gets 505).",
+        group="http",
+    )
+    h2_max_concurrent_streams: int = option(
+        100,
+        "HTTP/2: streams a client may have open at once on one connection (advertised in "
+        "SETTINGS; the common default of h2, nghttp2 and browsers' servers).",
+        unit="streams",
+        group="http",
+    )
+    h2_max_header_list_size: int = option(
+        65536,
+        "HTTP/2: decoded header bytes per request; a larger header block (an HPACK bomb) "
+        "ends the connection with ENHANCE_YOUR_CALM.",
+        unit="bytes",
+        group="http",
+    )
+    h2_initial_window_size: int = option(
+        1 << 20,
+        "HTTP/2: the flow-control window of each stream's request body: what one stream may "
+        "hold unread by its app. Above the protocol's 65,535 so that an upload is not held to "
+        "one small window per round trip (655 KB/s at 100 ms).",
+        unit="bytes",
+        group="http",
+    )
     keep_alive_timeout: float = option(
         5.0, "Close an idle keep-alive connection after this long.", unit="seconds", group="http"
     )

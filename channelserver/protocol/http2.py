@@ -54,6 +54,7 @@ A client GOAWAY ends the connection (h2 sends nothing after it): the apps are to
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from collections.abc import Callable
@@ -543,13 +544,12 @@ class HTTP2Connection(Machine):
     # -- requests --------------------------------------------------------------------------
     def _request(self, event: h2.events.RequestReceived, actions: list[Action]) -> None:
         sid = event.stream_id
-        conn = self.h2
         if self.goaway_stream_id is not None and sid > self.goaway_stream_id:
-            conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
+            self._rst(sid, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
             return
         if self.running >= 2 * self.max_concurrent_streams:
             # Streams the client reset whose apps still run: no new app until some return.
-            conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self._rst(sid, ErrorCodes.REFUSED_STREAM)
             self.resets += 1
             self._check_resets(actions)
             return
@@ -794,7 +794,7 @@ class HTTP2Connection(Machine):
         self.completed += 1
         if not cycle.request_ended:
             cycle.request_ended = True
-            self.h2.reset_stream(cycle.stream_id, ErrorCodes.NO_ERROR)
+            self._rst(cycle.stream_id, ErrorCodes.NO_ERROR)
         if cycle.unacked:
             self._ack(cycle)
 
@@ -837,9 +837,16 @@ class HTTP2Connection(Machine):
         cycle.sent_end = True
         cycle.outbox.clear()
         cycle.request_ended = True
-        self.h2.reset_stream(cycle.stream_id, code)
+        self._rst(cycle.stream_id, code)
         if cycle.unacked:
             self._ack(cycle)
+
+    def _rst(self, sid: int, code: ErrorCodes) -> None:
+        """RST_STREAM ``sid``, unless the client already closed it: the events of one read
+        are handled after h2 has read all its frames, so a stream opened and reset in the
+        same read is closed by the time its request is looked at."""
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.h2.reset_stream(sid, code)
 
     # -- streams and the connection --------------------------------------------------------
     def _ack(self, cycle: StreamCycle) -> None:

@@ -70,6 +70,9 @@ class Host(Protocol):
     write_paused: bool
     #: Reading from the socket is paused (by ``pause_input``).
     reading_paused: bool
+    #: The connection speaks HTTP/2: ``send()`` also waits while its stream's
+    #: flow-control window keeps it ``blocked``.
+    h2: bool
     #: The connection is gone.
     lost: bool
 
@@ -82,6 +85,9 @@ class Host(Protocol):
 
     async def drain(self) -> None:
         """Wait until the write buffer is under its low-water mark (or the connection lost)."""
+
+    async def peer_spoke(self) -> None:
+        """Wait until the peer sent something (a WINDOW_UPDATE, say) or left."""
 
     def flush_head_soon(self, instance: AppInstance) -> None:
         """Call ``instance.flush_head()`` on the next loop turn."""
@@ -247,6 +253,10 @@ class AppInstance:
                 self.status = message.get("status")
         if host.write_paused:
             await host.drain()
+        if host.h2:
+            machine, cycle = self.machine, self.cycle
+            while machine.blocked(cycle):  # type: ignore[attr-defined]
+                await host.peer_spoke()
 
     def flush_head(self) -> None:
         if not self.host.lost:

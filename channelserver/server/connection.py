@@ -24,6 +24,7 @@ from ..protocol.events import (
     Upgrade,
     Write,
 )
+from ..protocol.http2 import HTTP2Connection, is_preface
 from ..protocol.http11 import HTTPConnection
 from ..protocol.machine import Machine
 from ..protocol.proxy import apply_proxy_headers
@@ -56,6 +57,8 @@ class ConnectionProtocol(asyncio.Protocol):
         "deadlines",
         "depth",
         "drain_waiters",
+        "h2",
+        "heard_waiters",
         "instances",
         "loop",
         "lost",
@@ -64,6 +67,7 @@ class ConnectionProtocol(asyncio.Protocol):
         "scheduled",
         "scheme",
         "server",
+        "sniffed",
         "state",
         "timers",
         "to_start",
@@ -98,6 +102,13 @@ class ConnectionProtocol(asyncio.Protocol):
         #: so first steps never nest more than one deep.
         self.depth = 0
         self.to_start: list[AppInstance] = []
+        #: HTTP/2 (ALPN h2, or the connection preface in cleartext).
+        self.h2 = False
+        #: Cleartext with HTTP/2 allowed: the first bytes, until they tell whether they
+        #: are the HTTP/2 preface (None once decided).
+        self.sniffed: bytes | None = None
+        #: HTTP/2 apps whose ``send()`` waits for the client's window to open.
+        self.heard_waiters: list[asyncio.Future[None]] = []
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,16 +149,41 @@ class ConnectionProtocol(asyncio.Protocol):
                 metrics.max_connections_refused += 1
             self.run(http.refuse_connection(503, f"more than {limit} open connections"))
             return
+        if self.scheme == "https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._start_h2()
+                return
+            if config.http == "2":
+                self.run(http.refuse_connection(505, "HTTP/1.1 (the server speaks HTTP/2 only)"))
+                return
+        elif config.http != "1":
+            self.sniffed = b""
         self.run(http.start())
 
     def data_received(self, data: bytes) -> None:
         metrics = self.state.metrics
         if metrics is not None:
             metrics.bytes_in += len(data)
+        if self.sniffed is not None:
+            data = self.sniffed + data
+            preface = is_preface(data)
+            if preface is None:  # a prefix of the preface so far
+                self.sniffed = data
+                return
+            self.sniffed = None
+            if preface:
+                self._start_h2()
+            elif self.state.config.http == "2":
+                self.run(self.machine.refuse_connection(505, "HTTP/1.1 (the server speaks HTTP/2 only)"))  # type: ignore[attr-defined]
         self.run(self.machine.receive_data(data))
+        if self.heard_waiters:
+            self._release(self.heard_waiters)
 
     def eof_received(self) -> bool | None:
         self.run(self.machine.eof())
+        if self.heard_waiters:
+            self._release(self.heard_waiters)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -158,6 +194,7 @@ class ConnectionProtocol(asyncio.Protocol):
         for instance in list(self.instances.values()):
             instance.connection_gone()
         self._release_drain_waiters()
+        self._release(self.heard_waiters)
         if self.ws_drain is not None:
             self.ws_drain.on_idle = _nothing  # the drain no longer refers back to us
             self.state.ws_open -= 1
@@ -198,8 +235,24 @@ class ConnectionProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
+    async def peer_spoke(self) -> None:
+        if self.lost:
+            return
+        waiter = self.loop.create_future()
+        self.heard_waiters.append(waiter)
+        await waiter
+
+    @staticmethod
+    def _release(waiters: list[asyncio.Future[None]]) -> None:
+        while waiters:
+            waiter = waiters.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+
     def pause_input(self) -> None:
-        if not self.reading_paused and not self.lost and self.transport is not None:
+        # HTTP/2: each stream's window bounds what its app holds unread; pausing the socket
+        # would stall every stream, and the WINDOW_UPDATEs and PINGs with them.
+        if not self.reading_paused and not self.lost and self.transport is not None and not self.h2:
             self.reading_paused = True
             self.transport.pause_reading()
 
@@ -294,6 +347,30 @@ class ConnectionProtocol(asyncio.Protocol):
         self.state.instance_finished(instance)
         if self.state.access_log_enabled:
             access_line(instance, self.state.config.access_log_format == "json")
+
+    def _start_h2(self) -> None:
+        """The connection speaks HTTP/2 from here: its machine is an HTTP2Connection."""
+        config, state = self.state.config, self.state
+        self.h2 = True
+        self.deadlines.clear()  # the HTTP/1.1 machine's idle timer
+        self.machine = HTTP2Connection(
+            client=self.client,
+            server=self.server,
+            scheme=self.scheme,
+            root_path=config.root_path,
+            state=state.lifespan_state,
+            keep_alive_timeout=config.keep_alive_timeout,
+            default_headers=state.default_header_list,
+            extensions=state.http_extensions_for_request,
+            max_body_size=config.max_body_size,
+            gate=state.gate,
+            max_concurrent_streams=config.h2_max_concurrent_streams,
+            max_header_list_size=config.h2_max_header_list_size,
+            initial_window_size=config.h2_initial_window_size,
+        )
+        self.run(self.machine.start())
+        if state.shutting_down:
+            self.run(self.machine.shutdown())
 
     def _upgrade(self, action: Upgrade) -> None:
         config = self.state.config

@@ -101,7 +101,7 @@ class Metrics:
 
     # -- counting ----------------------------------------------------------------------
     def request_done(self, method: str, status: int | None, seconds: float) -> None:
-        key = (method if method in _METHODS else "other", _CLASSES.get(status, "none"))
+        key = (method if method in _METHODS else "other", _CLASSES.get(status or 0, "none"))
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         duration = self.duration

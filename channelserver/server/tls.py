@@ -11,6 +11,8 @@ __all__ = ["ssl_context"]
 
 _REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+#: What ALPN offers for each ``http`` setting, the server's preference first.
+_ALPN = {"auto": ["h2", "http/1.1"], "1": ["http/1.1"], "2": ["h2"]}
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -30,5 +32,5 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
             raise StartupError(f"Cannot load CA certificates {config.ssl_ca_certs!r}: {exc}") from None
     elif context.verify_mode != ssl.CERT_NONE:
         raise StartupError("ssl_cert_reqs needs ssl_ca_certs to verify client certificates with")
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(_ALPN[config.http])
     return context

@@ -75,6 +75,7 @@ class FakeHost:
         self.timers = TimerHeap(loop)
         self.pair = pair
         self.write_paused = False
+        self.h2 = False
         self.reading_paused = False
         self.lost = False
         self.instance: AppInstance | None = None
