@@ -3,9 +3,14 @@
 One cycle per request. Every move of its state is an entry in one of two tables.
 ``TRANSITIONS``, driven by the app's ``send()``:
 
+    REQUEST  --http.response.early_hint--------------->  REQUEST   (a 103 with its links)
     REQUEST  --http.response.start-------------------->  RESPONSE
     RESPONSE --http.response.body (more_body=True)---->  RESPONSE
     RESPONSE --http.response.body (more_body=False)--->  COMPLETE
+    RESPONSE --http.response.pathsend----------------->  RESPONSE  (the server reads the
+                                                                    file and sends it as
+                                                                    body parts, the last
+                                                                    one completing)
 
 ``EVENTS``, driven by the server:
 
@@ -46,8 +51,10 @@ class State(enum.Enum):
 
 TRANSITIONS: Table = {
     (State.REQUEST, "http.response.start"): State.RESPONSE,
+    (State.REQUEST, "http.response.early_hint"): State.REQUEST,
     (State.RESPONSE, "http.response.body#more"): State.RESPONSE,
     (State.RESPONSE, "http.response.body"): State.COMPLETE,
+    (State.RESPONSE, "http.response.pathsend"): State.RESPONSE,
 }
 
 PEER_GONE = "peer gone"
@@ -86,8 +93,9 @@ class HTTPCycle:
         """Check ``message`` against the table and its fields.
 
         Returns ``("start", None)``, the move made (the head is held back in
-        ``pending_start``), or ``("body", (bytes, more_body, next_state))``, the move to be
-        made by :meth:`commit` once the body's bytes were accepted. Raises
+        ``pending_start``), ``("body", (bytes, more_body, next_state))``, the move to be
+        made by :meth:`commit` once the body's bytes were accepted, ``("pathsend", path)``
+        (the I/O layer sends the file as body parts) or ``("early_hint", links)``. Raises
         ``ClientDisconnected`` once the client left, ``ASGIProtocolError`` on misuse.
         """
         state = self.state
@@ -118,6 +126,18 @@ class HTTPCycle:
             self.pending_start = (status, check_headers(mtype, headers, self))
             self.state = new_state
             return "start", None
+        if mtype == "http.response.pathsend":
+            path = message.get("path")
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise bad_field(mtype, "path", "an absolute path (str)", path, self.where)
+            return "pathsend", path
+        if mtype == "http.response.early_hint":
+            links = message.get("links")
+            if not isinstance(links, (list, tuple)) or not all(
+                isinstance(link, bytes) and b"\r" not in link and b"\n" not in link for link in links
+            ):
+                raise bad_field(mtype, "links", "a list of bytes without CR or LF", links, self.where)
+            return "early_hint", list(links)
         body = message.get("body", b"")
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise bad_field(mtype, "body", "bytes", body, self.where)

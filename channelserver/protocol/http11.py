@@ -72,6 +72,11 @@ BODY = "body_read"
 
 _DISCONNECT = {"type": "http.disconnect"}
 
+#: The ASGI extensions every request's scope names: the server reads and sends the file
+#: of a pathsend (as body parts, see server/app.py) and writes the 103 of an early hint
+#: (to HTTP/1.1 clients; an HTTP/1.0 client gets none).
+_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}, "http.response.early_hint": {}}
+
 
 class Phase(enum.Enum):
     """Where the connection is: reading a request, writing its response, both, neither.
@@ -225,8 +230,13 @@ class HTTPConnection(Machine):
         """Raises ``ASGIProtocolError`` on misuse, ``ClientDisconnected`` once the peer left.
         A refused message has no effect: the cycle stays where it was."""
         what, value = cycle.on_app_message(message)
-        if what == "start":
+        if what == "start" or what == "pathsend":
             return []
+        if what == "early_hint":
+            if not value or self.http10 or cycle is not self.cycle:  # HTTP/1.0 clients get no 1xx
+                return []
+            head = b"HTTP/1.1 103 Early Hints\r\n" + b"".join(b"link: %s\r\n" % link for link in value) + b"\r\n"
+            return [Write(head)]
         body, more, new_state = value
         head = b""
         pending = cycle.pending_start
@@ -527,7 +537,7 @@ class HTTPConnection(Machine):
             client=self.client,
             root_path=self.root_path,
             state=self.scope_state,
-            extensions=self.extensions() if self.extensions else None,
+            extensions={**_EXTENSIONS, **self.extensions()} if self.extensions else dict(_EXTENSIONS),
         )
         actions.append(CancelTimer(KEEP_ALIVE))
         actions.append(StartApp(cycle, scope))

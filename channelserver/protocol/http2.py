@@ -438,6 +438,12 @@ class HTTP2Connection(Machine):
         if what == "start":
             cycle.want_trailers = bool(message.get("trailers", False))
             return []
+        if what == "pathsend":
+            return []
+        if what == "early_hint":
+            if value and not cycle.gone and self.phase is not Phase.CLOSED:
+                self.h2.send_headers(cycle.stream_id, [(b":status", b"103"), *((b"link", link) for link in value)])
+            return self._flush([])
         body, more, new_state = value
         actions: list[Action] = []
         pending = cycle.pending_start
@@ -611,7 +617,11 @@ class HTTP2Connection(Machine):
                     )
                 self._server_answer(cycle, answer.status, answer.text, answer.headers, actions)
                 return
-        extensions: dict[str, Any] = {"http.response.trailers": {}}
+        extensions: dict[str, Any] = {
+            "http.response.trailers": {},
+            "http.response.pathsend": {},
+            "http.response.early_hint": {},
+        }
         if self.extensions is not None:
             extensions.update(self.extensions())
         scope = http_scope(

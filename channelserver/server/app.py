@@ -98,6 +98,9 @@ class Host(Protocol):
 
 _DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
 
+#: How much of a pathsend file is read and sent at a time.
+PATHSEND_CHUNK = 256 * 1024
+
 
 def disconnected_cause(exc: BaseException) -> ClientDisconnected | None:
     """The ClientDisconnected that ``exc`` was raised from or while handling, if any (a few
@@ -127,6 +130,7 @@ class AppInstance:
         "queued_bytes",
         "scheduled",
         "scope",
+        "sending_file",
         "settings",
         "started",
         "status",
@@ -163,6 +167,9 @@ class AppInstance:
         self.finished = False
         #: True while the app's first step runs inside start(), eagerly (see tasks.py).
         self.eager = False
+        #: A pathsend is being read: the held-back head waits for the file's first part
+        #: (a file read in one part is a whole response, with its content-length).
+        self.sending_file = False
 
     def start(self, eager: bool) -> None:
         """Start the instance's Task: eagerly where asyncio can (see tasks.py), so its first
@@ -238,12 +245,13 @@ class AppInstance:
             self._misused(exc)
             raise
         host = self.host
+        mtype = message.get("type")  # the machine accepted it: a dict with a type
         metrics = self.settings.metrics
-        if metrics is not None and message.get("type") == "websocket.send":
+        if metrics is not None and mtype == "websocket.send":
             metrics.message_out(message)
         if actions:
             host.run(actions)
-        elif message.get("type") == "http.response.start":
+        elif mtype == "http.response.start":
             # The head is held back to go out with the first body part; if the app waits
             # for something else first, it goes out when its first step ends (start()) or
             # on the next loop turn.
@@ -257,9 +265,35 @@ class AppInstance:
             machine, cycle = self.machine, self.cycle
             while machine.blocked(cycle):  # type: ignore[attr-defined]
                 await host.peer_spoke()
+        if mtype == "http.response.pathsend":
+            await self._send_file(message["path"])
+
+    async def _send_file(self, path: str) -> None:
+        """``http.response.pathsend``, accepted by the table: the file's bytes go out as
+        body parts through ``send()`` (its checks, its waiting on a full buffer), read off
+        the event loop; the last part completes the response. A file that cannot be read
+        fails the app's ``send()`` with the OSError."""
+        loop = self.host.loop
+        self.sending_file = True
+        file = None
+        try:
+            file = await loop.run_in_executor(None, open, path, "rb")
+            chunk = await loop.run_in_executor(None, file.read, PATHSEND_CHUNK)
+            while True:
+                following = await loop.run_in_executor(None, file.read, PATHSEND_CHUNK) if chunk else b""
+                more = bool(following)
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": more})
+                self.sending_file = False  # the head is out
+                if not more:
+                    return
+                chunk = following
+        finally:
+            self.sending_file = False
+            if file is not None:
+                file.close()
 
     def flush_head(self) -> None:
-        if not self.host.lost:
+        if not self.host.lost and not self.sending_file:
             try:
                 actions = self.machine.flush_head(self.cycle)
             except ASGIProtocolError as exc:  # the head itself is invalid

@@ -210,7 +210,7 @@ def test_asgi_misuse_raises_names_it_and_is_logged_once(server: ServerProcess) -
         response = conn.read_response()
         target = where(conn, f"/misuse?token={key}")
     assert response.status == 500
-    message = f"http.response.body not allowed in state REQUEST; expected http.response.start ({target})"
+    message = f"http.response.body not allowed in state REQUEST; expected http.response.start or http.response.early_hint ({target})"
     assert records(server.url, f"{key}:raised") == [{"type": "ASGIProtocolError", "oserror": False, "text": message}]
     text = log.text()
     assert len(re.findall(re.escape(f"ERROR ASGI protocol error: {message}"), text)) == 1, text
@@ -231,7 +231,7 @@ def test_a_second_start_is_refused_and_the_first_response_stands(server: ServerP
         assert response.header(b"x-second") is None
         conn.request("GET", "/hello")
         assert conn.read_response().body == b"hello world", "the connection is still in step"
-    message = f"http.response.start not allowed in state RESPONSE; expected http.response.body ({target})"
+    message = f"http.response.start not allowed in state RESPONSE; expected http.response.body or http.response.pathsend ({target})"
     assert records(server.url, f"{key}:raised") == [{"type": "ASGIProtocolError", "oserror": False, "text": message}]
     text = log.text()
     assert len(re.findall(re.escape(f"ERROR ASGI protocol error: {message}"), text)) == 1, text

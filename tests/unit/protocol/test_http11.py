@@ -54,7 +54,7 @@ def test_scope_of_a_request() -> None:
         "headers": [(b"host", b"example.com"), (b"x-mixed-case", b"Value")],
         "client": CLIENT,
         "server": SERVER,
-        "extensions": {},
+        "extensions": {"http.response.pathsend": {}, "http.response.early_hint": {}},
     }
 
 
@@ -477,7 +477,7 @@ def test_a_second_start_leaves_the_committed_head_standing() -> None:
     with pytest.raises(ASGIProtocolError) as info:
         send_as_app(pair, cycle, SECOND_START)
     assert str(info.value) == (
-        "http.response.start not allowed in state RESPONSE; expected http.response.body (GET / from 127.0.0.1:53122)"
+        "http.response.start not allowed in state RESPONSE; expected http.response.body or http.response.pathsend (GET / from 127.0.0.1:53122)"
     )
     assert (cycle.state, pair.wire, pair.closes) == (State.RESPONSE, bytearray(), 0)
     send_as_app(pair, cycle, body(b"first body"))

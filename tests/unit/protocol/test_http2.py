@@ -237,7 +237,7 @@ def test_get_scope_and_response() -> None:
         "headers": [(b"host", b"example.com"), (b"x-thing", b"Value")],
         "client": CLIENT,
         "server": SERVER,
-        "extensions": {"http.response.trailers": {}},
+        "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}, "http.response.early_hint": {}},
     }
     assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
     assert KEEP_ALIVE not in pair.timers
@@ -546,7 +546,7 @@ def test_trailers_before_the_body_ends_are_refused_by_the_table() -> None:
     with pytest.raises(ASGIProtocolError) as info:
         pair.app_send(cycle, {"type": "http.response.trailers", "headers": []})
     assert str(info.value) == (
-        "http.response.trailers not allowed in state RESPONSE; expected http.response.body (GET / from 127.0.0.1:53122)"
+        "http.response.trailers not allowed in state RESPONSE; expected http.response.body or http.response.pathsend (GET / from 127.0.0.1:53122)"
     )
 
 
@@ -575,7 +575,7 @@ def test_a_body_before_any_start_gets_500() -> None:
     with pytest.raises(ASGIProtocolError) as info:
         pair.app_send(cycle, body(b"early"))
     assert str(info.value) == (
-        "http.response.body not allowed in state REQUEST; expected http.response.start (GET / from 127.0.0.1:53122)"
+        "http.response.body not allowed in state REQUEST; expected http.response.start or http.response.early_hint (GET / from 127.0.0.1:53122)"
     )
     pair.run(pair.machine.app_misused(cycle))
     assert cycle.state is State.FAILED

@@ -46,14 +46,16 @@ HTTP_MESSAGES: dict[str, dict[str, Any]] = {
     "http.response.start": {"type": "http.response.start", "status": 200, "headers": [(b"x-test", b"1")]},
     "http.response.body#more": {"type": "http.response.body", "body": b"part", "more_body": True},
     "http.response.body": {"type": "http.response.body", "body": b"last"},
+    "http.response.early_hint": {"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload; as=style"]},
+    "http.response.pathsend": {"type": "http.response.pathsend", "path": "/srv/file.txt"},
     BOGUS: {"type": "http.response.bogus"},
 }
 
 #: What the misuse text says is allowed, per state, written out by hand (keyed by the
 #: state's value: the name apps see).
 HTTP_EXPECTED = {
-    "REQUEST": "expected http.response.start",
-    "RESPONSE": "expected http.response.body",
+    "REQUEST": "expected http.response.start or http.response.early_hint",
+    "RESPONSE": "expected http.response.body or http.response.pathsend",
     "COMPLETE": "expected no further message",
     "FAILED": "expected no further message",
 }
@@ -101,8 +103,24 @@ def check_http_body(pair: HTTPPair, actions: list[Any]) -> None:
     assert pair.delivered()[-1] == {"type": "http.disconnect"}
 
 
+def check_http_early_hint(pair: HTTPPair, actions: list[Any]) -> None:
+    events = pair.client_events()
+    assert [(type(e).__name__, e.status_code) for e in events] == [("InformationalResponse", 103)]
+    assert events[0].headers == [(b"link", b"</a.css>; rel=preload; as=style")]
+
+
+def check_http_pathsend(pair: HTTPPair, actions: list[Any]) -> None:
+    # The machine only takes the move: the I/O layer reads the file and sends it as body
+    # parts (tests/integration/test_extensions.py), the last completing the response.
+    assert actions == [] and pair.wire == b""
+    pair.app_send(pair.cycle, {"type": "http.response.body", "body": b"file"})
+    assert pair.response().body == b"file"
+
+
 HTTP_WIRE_CHECKS: dict[tuple[asgi_http.State, str], Callable[[HTTPPair, list[Any]], None]] = {
     (HTTP.REQUEST, "http.response.start"): check_http_start,
+    (HTTP.REQUEST, "http.response.early_hint"): check_http_early_hint,
+    (HTTP.RESPONSE, "http.response.pathsend"): check_http_pathsend,
     (HTTP.RESPONSE, "http.response.body#more"): check_http_body_more,
     (HTTP.RESPONSE, "http.response.body"): check_http_body,
 }
@@ -180,13 +198,13 @@ def test_http_misuse_text_verbatim() -> None:
     with pytest.raises(ASGIProtocolError) as info:
         pair.app_send(pair.cycle, {"type": "http.response.body", "body": b"x"})
     assert str(info.value) == (
-        "http.response.body not allowed in state REQUEST; expected http.response.start (GET / from 127.0.0.1:53122)"
+        "http.response.body not allowed in state REQUEST; expected http.response.start or http.response.early_hint (GET / from 127.0.0.1:53122)"
     )
     pair = http_in_state(HTTP.RESPONSE)
     with pytest.raises(ASGIProtocolError) as info:
         pair.app_send(pair.cycle, {"type": "http.response.start", "status": 200})
     assert str(info.value) == (
-        "http.response.start not allowed in state RESPONSE; expected http.response.body (GET / from 127.0.0.1:53122)"
+        "http.response.start not allowed in state RESPONSE; expected http.response.body or http.response.pathsend (GET / from 127.0.0.1:53122)"
     )
 
 
@@ -195,6 +213,9 @@ SPEC_HTTP = {
     (HTTP.REQUEST, "http.response.start"): HTTP.RESPONSE,
     (HTTP.RESPONSE, "http.response.body#more"): HTTP.RESPONSE,
     (HTTP.RESPONSE, "http.response.body"): HTTP.COMPLETE,
+    # extensions (advertised in every scope, below)
+    (HTTP.REQUEST, "http.response.early_hint"): HTTP.REQUEST,
+    (HTTP.RESPONSE, "http.response.pathsend"): HTTP.RESPONSE,
 }
 #: Extension messages: allowed only when the scope advertises the extension.
 SPEC_HTTP_EXTENSIONS = {
