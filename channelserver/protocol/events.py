@@ -80,10 +80,12 @@ class Log:
 @dataclass(slots=True)
 class Upgrade:
     """The HTTP connection becomes a WebSocket: hand ``request`` and the bytes that came
-    after it to the WebSocket machine."""
+    after it to the WebSocket machine. With ``h2c_settings`` (the request's
+    ``HTTP2-Settings``), it becomes HTTP/2 instead, the request its stream 1."""
 
     request: Any
     trailing_data: bytes
+    h2c_settings: bytes | None = None
 
 
 Action = Write | CloseTransport | StartApp | Deliver | SetTimer | CancelTimer | Log | Upgrade

@@ -72,6 +72,27 @@ BODY = "body_read"
 
 _DISCONNECT = {"type": "http.disconnect"}
 
+
+def _h2c_settings(head: Head) -> bytes | None:
+    """The ``HTTP2-Settings`` of a request that asks to continue in HTTP/2 and can (no
+    body: the upgrade happens before a body would be read), else None."""
+    if (
+        head.upgrade is None
+        or b"h2c" not in [token.strip() for token in head.upgrade.lower().split(b",")]
+        or head.chunked
+        or head.content_length not in (None, b"0")
+        or head.http_version != b"1.1"
+    ):
+        return None
+    settings = [value for name, value in head.headers if name == b"http2-settings"]
+    tokens = {
+        token.strip() for name, value in head.headers if name == b"connection" for token in value.lower().split(b",")
+    }
+    if len(settings) != 1 or b"upgrade" not in tokens or b"http2-settings" not in tokens:
+        return None
+    return settings[0]
+
+
 #: The ASGI extensions every request's scope names: the server reads and sends the file
 #: of a pathsend (as body parts, see server/app.py) and writes the 103 of an early hint
 #: (to HTTP/1.1 clients; an HTTP/1.0 client gets none).
@@ -136,7 +157,12 @@ class HTTPConnection(Machine):
         fast_heads: bool = True,
         draining: bool = False,
         gate: Callable[[Head], ServerAnswer | None] | None = None,
+        h2c: bool = False,
     ) -> None:
+        """``h2c``: a bodiless request asking ``Upgrade: h2c`` (with one ``HTTP2-Settings``)
+        turns the connection into HTTP/2 (RFC 9113 section 3.1's cleartext upgrade), the
+        request its stream 1; else such a request is served as HTTP/1.1."""
+        self.h2c = h2c
         #: The h11 connection reading the current request; made when bytes go to h11 (None
         #: while no bytes did: a plain head may be read without it).
         self.h11: h11.Connection | None = None
@@ -517,6 +543,12 @@ class HTTPConnection(Machine):
         self.method = method
         self.http10 = http10 = head.http_version == b"1.0"
         self.keep_alive = not http10 and not head.close
+        if head.upgrade is not None and self.h2c and request is not None:
+            settings = _h2c_settings(head)
+            if settings is not None:
+                actions.append(CancelTimer(KEEP_ALIVE))
+                self._upgrade(request, actions, settings)
+                return False
         if head.websocket and method == b"GET":
             actions.append(CancelTimer(KEEP_ALIVE))
             if request is not None:
@@ -613,7 +645,7 @@ class HTTPConnection(Machine):
         actions.extend(self._close())
         return actions
 
-    def _upgrade(self, request: h11.Request, actions: list[Action]) -> list[Action]:
+    def _upgrade(self, request: h11.Request, actions: list[Action], h2c_settings: bytes | None = None) -> list[Action]:
         h11conn = self.h11
         assert h11conn is not None  # it read the request
         # A GET has no body: the next events are EndOfMessage, then PAUSED while the
@@ -626,6 +658,6 @@ class HTTPConnection(Machine):
             if event is h11.PAUSED or event is h11.NEED_DATA:
                 break
         trailing, _closed = h11conn.trailing_data
-        self.phase = P_CLOSED  # this machine is done; the WebSocket machine takes over
-        actions.append(Upgrade(request, bytes(trailing)))
+        self.phase = P_CLOSED  # this machine is done; the WebSocket (or HTTP/2) machine takes over
+        actions.append(Upgrade(request, bytes(trailing), h2c_settings))
         return actions

@@ -66,6 +66,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import GoAwayFrame
 
 from ..errors import ASGIProtocolError, ClientDisconnected
@@ -91,6 +92,8 @@ _H2_DEFAULT_WINDOW = 65535
 _CONNECTION_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
+#: What an h2c upgrade's HTTP/1.1 request loses on the way to stream 1.
+_H2C_DROPPED = _CONNECTION_HEADERS | {b"http2-settings"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 #: What a :path may be made of: visible ASCII (the scope's path is decoded as ASCII).
@@ -323,6 +326,36 @@ class HTTP2Connection(Machine):
         if self.connection_window_size > _H2_DEFAULT_WINDOW:
             conn.increment_flow_control_window(self.connection_window_size - _H2_DEFAULT_WINDOW)
         return [Write(conn.data_to_send()), SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
+
+    def start_upgraded(
+        self, settings: bytes, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> list[Action]:
+        """Instead of :meth:`start`, for a cleartext HTTP/1.1 request that asked ``Upgrade:
+        h2c``: the ``101``, the server's SETTINGS, then the request goes on as stream 1
+        (half-closed: it had no body), its response sent on that stream."""
+        conn = self.h2
+        try:
+            conn.initiate_upgrade_connection(settings)
+        except (ValueError, h2.exceptions.ProtocolError, HyperframeError) as exc:  # binascii.Error: a ValueError
+            why = f"an HTTP2-Settings header h2 cannot read ({type(exc).__name__})"
+            self.phase = Phase.CLOSED
+            answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            return [
+                Log("warning", f"Invalid h2c upgrade from {self.client_text}: {why} (answered 400)"),
+                Write(answer),
+                CloseTransport(),
+            ]
+        if self.connection_window_size > _H2_DEFAULT_WINDOW:
+            conn.increment_flow_control_window(self.connection_window_size - _H2_DEFAULT_WINDOW)
+        actions: list[Action] = [
+            Write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"),
+            Write(conn.data_to_send()),
+        ]
+        fields = [(b":method", method), (b":path", target), (b":scheme", b"http")]
+        fields.extend((name, value) for name, value in headers if name not in _H2C_DROPPED)
+        ended = h2.events.StreamEnded(stream_id=1)
+        self._request(h2.events.RequestReceived(stream_id=1, headers=fields, stream_ended=ended), actions)
+        return self._flush(actions)
 
     def receive_data(self, data: bytes) -> list[Action]:
         if self.phase is Phase.CLOSED:

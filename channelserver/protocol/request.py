@@ -88,6 +88,9 @@ class Head(NamedTuple):
     content_length: bytes | None
     chunked: bool
     close: bool  #: ``connection: close``
+    #: The ``upgrade`` header of a request h11 read (an upgrade other than a plain
+    #: WebSocket handshake is always h11's: h2c, say), else None.
+    upgrade: bytes | None = None
 
 
 class UpgradeRequest(NamedTuple):
@@ -118,6 +121,7 @@ def read_head(request: h11.Request) -> Head:
     append = items.append
     size = len(request.method) + len(request.target) + 12
     upgrade = connection = chunked = close = False
+    upgrade_value: bytes | None = None
     content_length: bytes | None = None
     framing = _FRAMING.get
     for _, name, value in full:
@@ -132,6 +136,7 @@ def read_head(request: h11.Request) -> Head:
             chunked = True
         elif kind == 3:
             upgrade = value.lower() == b"websocket"
+            upgrade_value = value
         else:
             tokens = _tokens(value)
             connection = connection or b"upgrade" in tokens
@@ -146,6 +151,7 @@ def read_head(request: h11.Request) -> Head:
         content_length,
         chunked,
         close,
+        upgrade_value,
     )
 
 

@@ -139,6 +139,7 @@ class ConnectionProtocol(asyncio.Protocol):
             body_read_timeout=config.body_read_timeout,
             draining=self.state.draining,
             gate=self.state.gate,
+            h2c=config.http != "1" and self.scheme == "http",
         )
         metrics = self.state.metrics
         if metrics is not None:
@@ -348,8 +349,9 @@ class ConnectionProtocol(asyncio.Protocol):
         if self.state.access_log_enabled:
             access_line(instance, self.state.config.access_log_format == "json")
 
-    def _start_h2(self) -> None:
-        """The connection speaks HTTP/2 from here: its machine is an HTTP2Connection."""
+    def _start_h2(self, upgrade: Upgrade | None = None) -> None:
+        """The connection speaks HTTP/2 from here: its machine is an HTTP2Connection. With
+        ``upgrade``, an HTTP/1.1 request asked for it (h2c) and becomes stream 1."""
         config, state = self.state.config, self.state
         self.h2 = True
         self.deadlines.clear()  # the HTTP/1.1 machine's idle timer
@@ -368,11 +370,23 @@ class ConnectionProtocol(asyncio.Protocol):
             max_header_list_size=config.h2_max_header_list_size,
             initial_window_size=config.h2_initial_window_size,
         )
-        self.run(self.machine.start())
+        if upgrade is None:
+            self.run(self.machine.start())
+        else:
+            request = upgrade.request
+            assert upgrade.h2c_settings is not None
+            self.run(
+                self.machine.start_upgraded(upgrade.h2c_settings, request.method, request.target, list(request.headers))
+            )
+            if upgrade.trailing_data:
+                self.run(self.machine.receive_data(upgrade.trailing_data))
         if state.shutting_down:
             self.run(self.machine.shutdown())
 
     def _upgrade(self, action: Upgrade) -> None:
+        if action.h2c_settings is not None:
+            self._start_h2(action)
+            return
         config = self.state.config
         self.ws_drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
         self.state.ws_open += 1

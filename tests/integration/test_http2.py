@@ -159,6 +159,39 @@ def test_curl_by_prior_knowledge_gets_http2_in_cleartext(cleartext: ServerProces
     assert re.search(r'"GET /scope/x HTTP/2" 200', cleartext.drain_output())
 
 
+def test_curl_upgrades_to_h2c_from_http1(cleartext: ServerProcess) -> None:
+    """``curl --http2`` on http:// asks ``Upgrade: h2c``: a bodiless request becomes
+    stream 1 of an HTTP/2 connection, answered there after the 101."""
+    done = curl("--http2", "-v", "-w", "\n%{http_version}", f"{cleartext.url}/scope/upgraded?q=1")
+    assert done.returncode == 0, done.stderr
+    assert "< HTTP/1.1 101 Switching Protocols" in done.stderr
+    body, _, version = done.stdout.rpartition("\n")
+    assert version == "2"
+    scope = json.loads(body)
+    assert (scope["http_version"], scope["path"], scope["query_string"]) == ("2", "/scope/upgraded", "q=1")
+    names = [name for name, _ in scope["headers"]]
+    assert "http2-settings" not in names and "upgrade" not in names and "connection" not in names
+    # a request with a body is not upgraded (the body would come before the switch)
+    posted = curl("--http2", "-v", "--data-binary", "abc", "-w", "\n%{http_version}", f"{cleartext.url}/body")
+    assert posted.stdout.endswith("\n1.1"), posted.stderr
+    assert json.loads(posted.stdout.rpartition("\n")[0])["body"] == "abc"
+
+
+def test_a_bad_http2_settings_header_is_a_400(cleartext: ServerProcess) -> None:
+    assert cleartext.port is not None
+    with socket.create_connection(("127.0.0.1", cleartext.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: !!!not-base64!!!\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert re.search(r"Invalid h2c upgrade from 127\.0\.0\.1:\d+: an HTTP2-Settings header", cleartext.drain_output())
+    assert httpx.get(f"{cleartext.url}/hello", timeout=10).text == "hello world"
+
+
 def test_curl_over_tls_negotiates_h2_by_alpn(tls: ServerProcess, pki: PKI) -> None:
     done = curl("--http2", "--cacert", str(pki.ca), "-w", "\n%{http_version}", f"https://127.0.0.1:{tls.port}/scope/t")
     assert done.returncode == 0, done.stderr
