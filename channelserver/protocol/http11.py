@@ -28,13 +28,15 @@ Rules kept here:
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import h11
 
-from ..errors import ASGIProtocolError
+from ..errors import ASGIProtocolError, ClientDisconnected
 from .asgi_http import APP_FAILED, HEAD_REFUSED, HTTPCycle, State
+from .table import check_headers
 from .events import (
     Action,
     CancelTimer,
@@ -96,7 +98,14 @@ def _h2c_settings(head: Head) -> bytes | None:
 #: The ASGI extensions every request's scope names: the server reads and sends the file
 #: of a pathsend (as body parts, see server/app.py) and writes the 103 of an early hint
 #: (to HTTP/1.1 clients; an HTTP/1.0 client gets none).
-_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}, "http.response.early_hint": {}}
+_EXTENSIONS: dict[str, Any] = {
+    "http.response.pathsend": {},
+    "http.response.early_hint": {},
+    "http.response.trailers": {},
+}
+#: A trailer field's name (a token, lowercase as ASGI's) and what its value may not hold.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Phase(enum.Enum):
@@ -194,6 +203,9 @@ class HTTPConnection(Machine):
         self.keep_alive = True
         #: Frames the current response's body; set once its head is written.
         self.writer: BodyWriter | None = None
+        #: The current response announced ``"trailers": True``: its body ends with the
+        #: ``http.response.trailers`` (chunked), which are gathered here until the last.
+        self.trailers: list[bytes] | None = None
         self.phase = P_IDLE
         #: The server drains (:meth:`shutdown`): requests are answered with
         #: ``connection: close``.
@@ -255,8 +267,13 @@ class HTTPConnection(Machine):
     def app_send(self, cycle: HTTPCycle, message: Any) -> list[Action]:
         """Raises ``ASGIProtocolError`` on misuse, ``ClientDisconnected`` once the peer left.
         A refused message has no effect: the cycle stays where it was."""
+        if type(message) is dict and message.get("type") == "http.response.trailers":
+            return self._trailers(cycle, message)
         what, value = cycle.on_app_message(message)
-        if what == "start" or what == "pathsend":
+        if what == "start":
+            self.trailers = [] if message.get("trailers", False) else None
+            return []
+        if what == "pathsend":
             return []
         if what == "early_hint":
             if not value or self.http10 or cycle is not self.cycle:  # HTTP/1.0 clients get no 1xx
@@ -267,14 +284,19 @@ class HTTPConnection(Machine):
         head = b""
         pending = cycle.pending_start
         keep_alive = self.keep_alive
+        trailers = self.trailers
         if pending is not None:
             cycle.pending_start = None
-            head = self._send_head(cycle, pending, None if more else len(body))
+            # With trailers to come the body is chunked: no content-length of its own.
+            head = self._send_head(cycle, pending, None if more or trailers is not None else len(body))
         writer = self.writer
         data = b""
         if writer is not None and (body or not more):
             try:
-                data = writer.data(body) if more else writer.last(body)
+                if more or (trailers is not None and writer.chunked):
+                    data = writer.data(body)  # the trailers end the chunked body
+                else:
+                    data = writer.last(body)
             except ResponseError as exc:
                 # Refused: the body part has no effect (the cycle did not move), and a head
                 # that was to go with it is held back again (the app may still send a body
@@ -290,6 +312,8 @@ class HTTPConnection(Machine):
                 raise ASGIProtocolError(f"http.response.body: {exc}{short} ({cycle.where})") from None
         if new_state is not cycle.state:  # the last body part: COMPLETE
             cycle.commit(new_state)
+        if not more and trailers is not None:
+            return [Write(head + data)] if head or data else []  # the trailers complete it
         if not more:
             actions: list[Action] = [Write(head + data if head else data), Deliver(cycle, _DISCONNECT)]
             self._response_complete(actions)
@@ -297,6 +321,35 @@ class HTTPConnection(Machine):
         if head or data:
             return [Write(head + data if head else data)]
         return []
+
+    def _trailers(self, cycle: HTTPCycle, message: dict[str, Any]) -> list[Action]:
+        """``http.response.trailers``, after the last body part of a response that
+        announced them: written after the last chunk. A body not chunked (the app set a
+        content-length, or the response has none) ends as it is: the trailers are dropped,
+        as a recipient may drop them (RFC 9110 section 6.5.1)."""
+        mtype = "http.response.trailers"
+        if cycle.state is State.DISCONNECTED:
+            raise ClientDisconnected(f"client disconnected ({cycle.where})")
+        trailers = self.trailers
+        if cycle.state is not State.COMPLETE or trailers is None or cycle is not self.cycle:
+            why = (
+                "not announced by 'trailers': True in http.response.start"
+                if trailers is None
+                else "expected after the last http.response.body"
+            )
+            raise ASGIProtocolError(f"{mtype} not allowed in state {cycle.state.value}: trailers {why} ({cycle.where})")
+        for name, value in check_headers(mtype, message.get("headers", ()), cycle):
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ASGIProtocolError(f"{mtype}: invalid trailer {name!r:.80}: {value!r:.80} ({cycle.where})")
+            trailers.append(b"%s: %s\r\n" % (name, value.strip(b" \t")))
+        if message.get("more_trailers", False):
+            return []
+        self.trailers = None
+        writer = self.writer
+        end = b"0\r\n" + b"".join(trailers) + b"\r\n" if writer is not None and writer.chunked else b""
+        actions: list[Action] = [Write(end), Deliver(cycle, _DISCONNECT)]
+        self._response_complete(actions)
+        return actions
 
     def flush_head(self, cycle: HTTPCycle) -> list[Action]:
         """The app started a response and went on to wait for something else: send the
@@ -348,6 +401,12 @@ class HTTPConnection(Machine):
     def app_returned(self, cycle: HTTPCycle, exc: BaseException | None) -> list[Action]:
         """The app instance of ``cycle`` returned (``exc`` None) or raised ``exc``."""
         state = cycle.state
+        if state is State.COMPLETE and self.trailers is not None and cycle is self.cycle:
+            # It announced trailers and returned (or failed) without them: the chunked body
+            # was not ended, so the client must not take it as whole.
+            self.trailers = None
+            text = "returned without sending the trailers it announced; closed the connection"
+            return [Log("error", f"ASGI app {text} ({cycle.where})"), *self._close()]
         if state is not State.REQUEST and state is not State.RESPONSE:
             return []
         if exc is None:

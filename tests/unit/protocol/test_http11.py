@@ -54,7 +54,7 @@ def test_scope_of_a_request() -> None:
         "headers": [(b"host", b"example.com"), (b"x-mixed-case", b"Value")],
         "client": CLIENT,
         "server": SERVER,
-        "extensions": {"http.response.pathsend": {}, "http.response.early_hint": {}},
+        "extensions": {"http.response.pathsend": {}, "http.response.early_hint": {}, "http.response.trailers": {}},
     }
 
 
