@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests use for real: redis-server (the channel layer), Debian's
 # chromium (the demo page in a real browser), nginx (the load balancer in front of
-# several instances, tests/deploy) and prometheus (scraping the --metrics listener,
-# tests/integration/test_prometheus.py). Installed with apt-get when missing.
+# several instances, tests/deploy), prometheus (scraping the --metrics listener,
+# tests/integration/test_prometheus.py) and nghttp2-client (nghttp and h2load, HTTP/2
+# clients, tests/integration/test_http2_clients.py). Installed with apt-get when missing.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -10,6 +11,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Debian installs nginx in /usr/sbin, which is not on an unprivileged user's PATH.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
+# One package holds both HTTP/2 clients.
+{ command -v nghttp >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1; } || need+=(nghttp2-client)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
