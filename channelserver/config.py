@@ -177,6 +177,21 @@ class Config:
         unit="bytes",
         group="http",
     )
+    h2_ping_interval: float | None = option(
+        20.0,
+        "HTTP/2: send a PING after this long without a byte from the client (a connection "
+        "carrying only long streams, server-sent events say, is otherwise silent); unset "
+        "turns it off.",
+        unit="seconds",
+        group="http",
+    )
+    h2_ping_timeout: float | None = option(
+        20.0,
+        "HTTP/2: close the connection (GOAWAY, every stream's app told) when a PING's ACK "
+        "does not come within this long.",
+        unit="seconds",
+        group="http",
+    )
     keep_alive_timeout: float = option(
         5.0, "Close an idle keep-alive connection after this long.", unit="seconds", group="http"
     )

@@ -85,6 +85,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 KEEP_ALIVE = "keep_alive"
 FLOOD_WINDOW = "h2_flood_window"
+PING = "h2_ping"
+PONG = "h2_pong"
+_PING_DATA = b"csping\x00\x00"
 
 _DISCONNECT = {"type": "http.disconnect"}
 _H2_DEFAULT_WINDOW = 65535
@@ -210,6 +213,8 @@ class HTTP2Connection(Machine):
         max_empty_data: int = 100,
         max_priority: int = 1000,
         flood_window: float = 10.0,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> None:
         """``scheme``: the transport's ("https" under TLS, "http" for h2c); the client's
         ``:scheme`` is a claim, as HTTP/1.1's absolute-form target, and is not used.
@@ -250,6 +255,12 @@ class HTTP2Connection(Machine):
         self.stream_buffer = stream_buffer
         self.max_resets = max_resets
         self.flood_window = flood_window
+        #: Keepalive: a PING after ``ping_interval`` without a byte from the client; the
+        #: connection is closed when its ACK does not come within ``ping_timeout``.
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.heard = False
+        self.awaiting_ack = False
         self.flood_limits = {
             "PING": max_pings,
             "SETTINGS": max_settings,
@@ -325,7 +336,10 @@ class HTTP2Connection(Machine):
         conn.initiate_connection()
         if self.connection_window_size > _H2_DEFAULT_WINDOW:
             conn.increment_flow_control_window(self.connection_window_size - _H2_DEFAULT_WINDOW)
-        return [Write(conn.data_to_send()), SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
+        actions: list[Action] = [Write(conn.data_to_send()), SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
+        if self.ping_interval is not None:
+            actions.append(SetTimer(PING, self.ping_interval))
+        return actions
 
     def start_upgraded(
         self, settings: bytes, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
@@ -351,6 +365,8 @@ class HTTP2Connection(Machine):
             Write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"),
             Write(conn.data_to_send()),
         ]
+        if self.ping_interval is not None:
+            actions.append(SetTimer(PING, self.ping_interval))
         fields = [(b":method", method), (b":path", target), (b":scheme", b"http")]
         fields.extend((name, value) for name, value in headers if name not in _H2C_DROPPED)
         ended = h2.events.StreamEnded(stream_id=1)
@@ -360,6 +376,7 @@ class HTTP2Connection(Machine):
     def receive_data(self, data: bytes) -> list[Action]:
         if self.phase is Phase.CLOSED:
             return []
+        self.heard = True
         actions: list[Action] = []
         try:
             events = self.h2.receive_data(data)
@@ -393,6 +410,10 @@ class HTTP2Connection(Machine):
                     self._window_opened(0, actions)
             elif isinstance(event, h2.events.PingReceived):
                 self._count("PING", actions)
+            elif isinstance(event, h2.events.PingAckReceived):
+                if self.awaiting_ack:
+                    self.awaiting_ack = False
+                    actions.append(CancelTimer(PONG))
             elif isinstance(event, h2.events.PriorityUpdated):
                 if event is not request_priority:  # a PRIORITY frame, not a HEADERS flag
                     self._count("PRIORITY", actions)
@@ -424,6 +445,24 @@ class HTTP2Connection(Machine):
             return actions
         if name == FLOOD_WINDOW:
             self.flood_counts.clear()
+        elif name == PING and self.ping_interval is not None:
+            actions = [SetTimer(PING, self.ping_interval)]
+            if self.heard:
+                self.heard = False
+            elif not self.awaiting_ack:
+                self.awaiting_ack = True
+                self.h2.ping(_PING_DATA)
+                actions.append(Write(self.h2.data_to_send()))
+                if self.ping_timeout is not None:
+                    actions.append(SetTimer(PONG, self.ping_timeout))
+            return actions
+        elif name == PONG and self.awaiting_ack:
+            actions = [Log("info", f"No HTTP/2 PING ACK from {self.client_text} within {self.ping_timeout}s; closing")]
+            self.h2.close_connection(ErrorCodes.NO_ERROR)
+            actions.append(Write(self.h2.data_to_send()))
+            self._close_all(actions)
+            actions.append(CloseTransport())
+            return actions
         return []
 
     def drain_begins(self) -> list[Action]:

@@ -369,6 +369,8 @@ class ConnectionProtocol(asyncio.Protocol):
             max_concurrent_streams=config.h2_max_concurrent_streams,
             max_header_list_size=config.h2_max_header_list_size,
             initial_window_size=config.h2_initial_window_size,
+            ping_interval=config.h2_ping_interval,
+            ping_timeout=config.h2_ping_timeout,
         )
         if upgrade is None:
             self.run(self.machine.start())
