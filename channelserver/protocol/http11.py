@@ -36,7 +36,6 @@ import h11
 
 from ..errors import ASGIProtocolError, ClientDisconnected
 from .asgi_http import APP_FAILED, HEAD_REFUSED, HTTPCycle, State
-from .table import check_headers
 from .events import (
     Action,
     CancelTimer,
@@ -53,6 +52,7 @@ from .machine import Machine
 from .request import Head, UpgradeRequest, read_head, read_plain_head
 from .response import PHRASES, REASONS, BodyWriter, ResponseError, plain_response, write_head
 from .scope import http_scope, peer
+from .table import check_headers
 
 __all__ = ["HTTPConnection", "ServerAnswer"]
 

@@ -67,7 +67,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.exceptions import HyperframeError
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from ..errors import ASGIProtocolError, ClientDisconnected
 from .asgi_http import APP_FAILED, HEAD_REFUSED, TRANSITIONS, HTTPCycle, State
@@ -287,7 +287,11 @@ class HTTP2Connection(Machine):
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                codes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                # h2 makes a stream over this a connection error; the limit advertised
+                # (max_concurrent_streams, see _preamble) is enforced stream by stream in
+                # _request, with REFUSED_STREAM: a client opens up to 100 streams before it
+                # has read the server's SETTINGS (RFC 9113 section 5.1.2).
+                codes.MAX_CONCURRENT_STREAMS: max(2 * max_concurrent_streams, max_concurrent_streams + 100),
                 codes.MAX_HEADER_LIST_SIZE: max_header_list_size,
                 codes.HEADER_TABLE_SIZE: header_table_size,
                 codes.INITIAL_WINDOW_SIZE: initial_window_size,
@@ -334,9 +338,10 @@ class HTTP2Connection(Machine):
         window; the idle timer runs until a stream opens."""
         conn = self.h2
         conn.initiate_connection()
+        preamble = self._preamble()
         if self.connection_window_size > _H2_DEFAULT_WINDOW:
             conn.increment_flow_control_window(self.connection_window_size - _H2_DEFAULT_WINDOW)
-        actions: list[Action] = [Write(conn.data_to_send()), SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
+        actions: list[Action] = [Write(preamble + conn.data_to_send()), SetTimer(KEEP_ALIVE, self.keep_alive_timeout)]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
         return actions
@@ -359,11 +364,12 @@ class HTTP2Connection(Machine):
                 Write(answer),
                 CloseTransport(),
             ]
+        preamble = self._preamble()
         if self.connection_window_size > _H2_DEFAULT_WINDOW:
             conn.increment_flow_control_window(self.connection_window_size - _H2_DEFAULT_WINDOW)
         actions: list[Action] = [
             Write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"),
-            Write(conn.data_to_send()),
+            Write(preamble + conn.data_to_send()),
         ]
         if self.ping_interval is not None:
             actions.append(SetTimer(PING, self.ping_interval))
@@ -372,6 +378,23 @@ class HTTP2Connection(Machine):
         ended = h2.events.StreamEnded(stream_id=1)
         self._request(h2.events.RequestReceived(stream_id=1, headers=fields, stream_ended=ended), actions)
         return self._flush(actions)
+
+    def _over_limit(self, sid: int) -> bool:
+        """Whether ``max_concurrent_streams`` client streams opened before ``sid`` are still
+        open. h2 has read every frame of a read before its events are handled, so streams
+        opened after ``sid`` in the same read are open too: they do not count against it."""
+        earlier = sum(1 for other, stream in self.h2.streams.items() if other % 2 and other < sid and not stream.closed)
+        return earlier >= self.max_concurrent_streams
+
+    def _preamble(self) -> bytes:
+        """The server's first SETTINGS as h2 wrote it, but advertising
+        ``max_concurrent_streams`` (h2's own limit, a connection error, is set higher)."""
+        data = self.h2.data_to_send()
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        assert isinstance(frame, SettingsFrame)
+        frame.settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.max_concurrent_streams
+        return frame.serialize() + data[9 + length :]
 
     def receive_data(self, data: bytes) -> list[Action]:
         if self.phase is Phase.CLOSED:
@@ -624,6 +647,11 @@ class HTTP2Connection(Machine):
         sid = event.stream_id
         if self.goaway_stream_id is not None and sid > self.goaway_stream_id:
             self._rst(sid, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
+            return
+        if self.h2.open_inbound_streams > self.max_concurrent_streams and self._over_limit(sid):
+            # Over the advertised limit (a client's first flight, before it read our
+            # SETTINGS): this stream is refused, which a client retries; the others go on.
+            self._rst(sid, ErrorCodes.REFUSED_STREAM)
             return
         if self.running >= 2 * self.max_concurrent_streams:
             # Streams the client reset whose apps still run: no new app until some return.

@@ -330,20 +330,29 @@ def test_many_concurrent_streams_each_have_their_own_cycle() -> None:
     assert pair.timers == {KEEP_ALIVE: 5.0}
 
 
-def test_a_stream_over_max_concurrent_streams_is_a_connection_error_in_h2() -> None:
-    """h2 makes a stream over the advertised limit a connection error (GOAWAY
-    PROTOCOL_ERROR): only a client that ignored the SETTINGS does it."""
+def test_a_stream_over_max_concurrent_streams_is_refused_alone() -> None:
+    """A client opens up to 100 streams before it has read the server's SETTINGS: a stream
+    over the advertised limit is refused (RST_STREAM REFUSED_STREAM, which clients retry),
+    and the connection and its other streams go on (RFC 9113 section 5.1.2)."""
     pair = H2Pair(handshake=False, max_concurrent_streams=5)
     for n in range(6):
         pair.client.send_headers(
             pair.client.get_next_available_stream_id(),
             [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", f"/{n}".encode())],
+            end_stream=True,
         )
     pair.flush()
-    assert goaway_code(pair) == ErrorCodes.PROTOCOL_ERROR
-    assert pair.closes == 1
-    assert any("Max inbound streams is 5" in w for w in pair.warnings())
-    assert all(m[-1] == {"type": "http.disconnect"} for m in pair.delivered_log.values())
+    pair.client_events()
+    assert goaway_code(pair) is None and pair.closes == 0
+    assert len(pair.started) == 5
+    assert pair.streams[11].reset == ErrorCodes.REFUSED_STREAM
+    settings = [e for e in pair.events if isinstance(e, h2.events.RemoteSettingsChanged)]
+    advertised = settings[0].changed_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value
+    assert advertised == 5
+    for stream in (1, 3, 5, 7, 9):
+        pair.answer(stream)
+    pair.client_events()
+    assert all(pair.streams[sid].ended for sid in (1, 3, 5, 7, 9))
 
 
 def test_head_and_204_responses_carry_no_data() -> None:
