@@ -4,12 +4,14 @@ The server logs to two loggers: ``channelserver.access`` (one line per HTTP requ
 per WebSocket, with ``extra={"status_code": ...}``) and ``channelserver.error`` (start-up,
 shutdown, application errors). A project routes them through ``settings.LOGGING`` like any
 other logger. When ``LOGGING`` does not name them, ``runchannelserver`` installs the
-handlers below, which print what ``runserver`` users are used to::
+handler below on both, which prints what ``runserver`` users are used to::
 
     [01/Dec/2026 19:30:00] 127.0.0.1:50312 - "GET / HTTP/1.1" 200 1.2ms
     [01/Dec/2026 19:30:02] 127.0.0.1:50318 - "WebSocket accepted /ws/echo/" closed 1000 812.0ms
 
 coloured by status on a terminal with Django's palette (``DJANGO_COLORS`` is honoured).
+The handler is a :class:`~channelserver.server.log.BatchingStreamHandler`: the lines of one
+event-loop turn go to the stream with one write, in the order they were logged.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from django.apps import apps
 from django.conf import settings
 from django.core.management.color import Style, color_style, no_style
 
-from .server.log import SecondFormatter
+from .server.log import ACCESS, BatchingStreamHandler, SecondFormatter
 
 __all__ = [
     "LOGGER_NAMES",
     "AccessFormatter",
+    "ConsoleFormatter",
     "ErrorFormatter",
     "configure_console_logging",
     "console_logging",
@@ -100,6 +103,27 @@ class ErrorFormatter(SecondFormatter):
         return line
 
 
+class ConsoleFormatter(logging.Formatter):
+    """The console handler's formatter: an access line (a record of
+    ``channelserver.access`` or below it) as :class:`AccessFormatter` writes it, any other
+    as :class:`ErrorFormatter` does. One handler serves both loggers, so their lines reach
+    the stream in the order they were logged."""
+
+    def __init__(self, style: Style | None = None) -> None:
+        super().__init__()
+        self.access = AccessFormatter(style)
+        self.error = ErrorFormatter(style)
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name
+        if name == ACCESS or name.startswith(_ACCESS_CHILD):
+            return self.access.format(record)
+        return self.error.format(record)
+
+
+_ACCESS_CHILD = ACCESS + "."
+
+
 def project_configures(logging_setting: Mapping[str, Any] | None) -> bool:
     """Whether ``settings.LOGGING`` names one of the channelserver loggers."""
     if not logging_setting:
@@ -129,17 +153,14 @@ def configure_console_logging(
             root.setLevel(level.upper())
         return False
     stream = stream if stream is not None else sys.stderr
-    style = style_for(stream, no_color=no_color, force_color=force_color)
-    for name, formatter in (
-        ("channelserver.access", AccessFormatter(style)),
-        ("channelserver.error", ErrorFormatter(style)),
-    ):
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(ConsoleFormatter(style_for(stream, no_color=no_color, force_color=force_color)))
+    handler._channelserver_console = True  # type: ignore[attr-defined]
+    for name in ("channelserver.access", "channelserver.error"):
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, "_channelserver_console", False)]:
             logger.removeHandler(old)
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(formatter)
-        handler._channelserver_console = True  # type: ignore[attr-defined]
+            old.close()  # writes the lines it holds
         logger.addHandler(handler)
         logger.propagate = False
         # LOGGING with disable_existing_loggers=True disables loggers it does not name.

@@ -5,8 +5,10 @@ Two loggers: ``channelserver.access`` (one line per HTTP request and per WebSock
 shutdown, application errors). This module holds:
 
 - :func:`configure_logging`, the set-up of ``python -m channelserver`` and of its worker
-  processes (``runchannelserver`` installs Django-styled handlers instead, see
+  processes (``runchannelserver`` installs a Django-styled handler instead, see
   :mod:`channelserver.logging`, the Django edge);
+- :class:`BatchingStreamHandler`, the handler both install: a ``logging.StreamHandler``
+  that writes the lines of one event-loop turn with one write;
 - :class:`SecondFormatter`, a ``logging.Formatter`` that works the time stamp out once a
   second;
 - :class:`RateLimit`, which keeps a flood of bad clients from flooding the log;
@@ -16,24 +18,41 @@ shutdown, application errors). This module holds:
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
+import contextvars
 import json
 import logging
 import os
+import select
 import sys
 import time
-from typing import Any, Protocol
+import weakref
+from typing import Any, Protocol, TextIO
 
 from ..protocol.asgi_http import State as HTTPState
 from ..protocol.machine import Machine
 from ..protocol.scope import peer
 
-__all__ = ["ACCESS", "ERROR", "RateLimit", "SecondFormatter", "access_fields", "access_line", "configure_logging"]
+__all__ = [
+    "ACCESS",
+    "ERROR",
+    "BatchingStreamHandler",
+    "RateLimit",
+    "SecondFormatter",
+    "access_fields",
+    "access_line",
+    "configure_logging",
+    "flush_batching_handlers",
+]
 
 ACCESS = "channelserver.access"
 ERROR = "channelserver.error"
 
 error_log = logging.getLogger(ERROR)
 access_log = logging.getLogger(ACCESS)
+_INFO = logging.INFO
 
 
 class SecondFormatter(logging.Formatter):
@@ -60,12 +79,161 @@ class SecondFormatter(logging.Formatter):
         return self.default_msec_format % (text, record.msecs) if self.default_msec_format else text
 
 
+#: Lines up to this many bytes are written with one ``write``: to a pipe that several
+#: worker processes share (their stderr) such a write is atomic, so the lines of two
+#: workers never mix within a line.
+PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
+_get_running_loop = asyncio._get_running_loop
+#: The context the flush callbacks run in: none of a request's context variables.
+_EMPTY_CONTEXT = contextvars.Context()
+_batching: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+_default_formatter = logging.Formatter()  # what Handler.format uses without a formatter
+#: What ``Handler.handle`` returns for a record it emitted: the record from 3.12 on.
+_FILTER_GIVES_RECORD = sys.version_info >= (3, 12)
+
+
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``logging.StreamHandler`` that writes the lines of one event-loop turn together:
+    the handler ``python -m channelserver`` and ``runchannelserver`` install by default.
+
+    Each record is formatted as it is emitted (a formatter's error is reported against
+    its record, as ``StreamHandler`` does), and its line kept. On a running event loop the
+    first line of a turn schedules the write for the loop's next turn (``call_soon``):
+    the lines of a busy turn cost one ``write`` and one ``flush`` instead of one each, and
+    a line waits at most for the end of the turn it was logged in, never for more lines.
+    A line is written at once, with those before it, when it is above INFO (an error is
+    not held back), when no event loop runs in the thread (start-up, shutdown, a thread of
+    the app's), or when :attr:`limit` bytes are waiting. :meth:`flush` (called by
+    ``logging.shutdown`` at exit, by ``setStream`` and by :meth:`close`) writes what
+    waits. The lines are written in the order they were emitted, in writes of at most
+    :data:`PIPE_BUF` bytes each (a longer line alone), so that workers sharing a pipe do
+    not interleave within a line.
+
+    Filters, levels and the handler's lock apply as to any handler; the records other
+    handlers get are untouched. Only the server's own default handler is one of these.
+    """
+
+    #: Write at once when about this many bytes wait (non-ASCII lines counted 4 per character).
+    limit = 65536
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._size = 0
+        #: The loop whose next turn writes the waiting lines.
+        self._soon: asyncio.AbstractEventLoop | None = None
+        #: The newest line's record, which a failed write is reported against.
+        self._last: logging.LogRecord | None = None
+        if not _batching:
+            # Before logging.shutdown (atexit runs the last registered first), and for a
+            # handler that logging.config.dictConfig took off its list of handlers.
+            atexit.register(flush_batching_handlers)
+        _batching.add(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.formatter or _default_formatter).format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._size += len(line) if line.isascii() else 4 * len(line)
+        self._last = record
+        loop = _get_running_loop()
+        if loop is None or record.levelno > _INFO or self._size >= self.limit:
+            self._write()
+            return
+        soon = self._soon
+        if soon is loop:
+            return
+        if soon is None or soon.is_closed():
+            self._soon = loop
+            loop.call_soon(self._turn_over, context=_EMPTY_CONTEXT)
+        else:  # a turn of another thread's loop would write them: do not wait for it
+            self._write()
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """``Handler.handle``: the filters, then :meth:`emit` under the lock (without a
+        filter to run, directly)."""
+        if self.filters:
+            return super().handle(record)
+        with self.lock:  # type: ignore[union-attr]
+            self.emit(record)
+        return record if _FILTER_GIVES_RECORD else True
+
+    def _turn_over(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._soon = None
+            self._write()
+
+    def _write(self) -> None:
+        """Write the waiting lines (the caller holds the lock)."""
+        lines = self._lines
+        if not lines:
+            return
+        size = self._size
+        self._lines = []
+        self._size = 0
+        try:
+            stream = self.stream
+            if size <= PIPE_BUF:
+                stream.write(lines[0] if len(lines) == 1 else "".join(lines))
+                stream.flush()
+                return
+            chunk: list[str] = []
+            chunk_size = 0
+            for line in lines:
+                line_size = len(line) if line.isascii() else 4 * len(line)
+                if chunk and chunk_size + line_size > PIPE_BUF:
+                    stream.write("".join(chunk))
+                    stream.flush()
+                    chunk, chunk_size = [], 0
+                chunk.append(line)
+                chunk_size += line_size
+            stream.write("".join(chunk))
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(self._last)  # type: ignore[arg-type]
+
+    def flush(self) -> None:
+        """Write the waiting lines, then flush the stream."""
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+            super().flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+    def _at_fork_reinit(self) -> None:
+        # In a forked child: the parent writes the lines that were waiting.
+        super()._at_fork_reinit()  # type: ignore[misc]
+        self._lines = []
+        self._size = 0
+        self._soon = None
+
+
+def flush_batching_handlers() -> None:
+    """Write what every :class:`BatchingStreamHandler` holds (at exit; before an
+    ``os._exit``)."""
+    for handler in list(_batching):
+        with contextlib.suppress(OSError, ValueError):  # a closed stream takes nothing more
+            handler.flush()
+
+
 def configure_logging(level: str) -> None:
     """``python -m channelserver``'s logging, in the parent process and in each worker:
-    one stderr handler on the ``channelserver`` logger, lines with time and pid."""
+    one stderr handler on the ``channelserver`` logger (a :class:`BatchingStreamHandler`),
+    lines with time and pid."""
     root = logging.getLogger("channelserver")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BatchingStreamHandler(sys.stderr)
         handler.setFormatter(SecondFormatter("%(asctime)s [%(process)d] %(levelname)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
@@ -115,7 +283,6 @@ class AppInstance(Protocol):
 # about a sixth of a line's cost in logging; the record is made here with the caller named instead,
 # then handed to ``Logger.handle``: the same record factory, filters, handlers, levels and
 # propagation as ``info()``, so a ``LOGGING`` configuration sees every line as before.
-_INFO = logging.INFO
 _monotonic = time.monotonic
 _SOURCE = __file__
 
