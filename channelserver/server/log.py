@@ -27,6 +27,7 @@ import logging
 import os
 import select
 import sys
+import threading
 import time
 import weakref
 from typing import Any, Protocol, TextIO
@@ -53,20 +54,48 @@ ERROR = "channelserver.error"
 error_log = logging.getLogger(ERROR)
 access_log = logging.getLogger(ACCESS)
 _INFO = logging.INFO
+_LogRecord = logging.LogRecord
 
 
 class SecondFormatter(logging.Formatter):
     """The server's own formatter: a ``logging.Formatter`` whose ``%(asctime)s`` is the
     same text, worked out once per second instead of once per record (``time.strftime`` is
     most of a formatter's cost), and which writes a JSON access line (a record with an
-    ``access`` attribute) bare, so that each line of the log is one JSON object."""
+    ``access`` attribute) bare, so that each line of the log is one JSON object.
+
+    A record without exception or stack text takes a shorter way to the same text: the
+    steps of ``Formatter.format`` that apply, and a ``%``-style format (the default) applied
+    to the record's attributes directly."""
 
     _second: tuple[float, str | None, str] = (-1.0, None, "")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        style = self._style
+        #: A ``%``-style format without defaults: ``_fmt % record.__dict__`` is its text.
+        self._percent = type(style) is logging.PercentStyle and not getattr(style, "_defaults", None)
+        self._uses_time = self.usesTime()
 
     def format(self, record: logging.LogRecord) -> str:
         if "access" in record.__dict__:
             return record.getMessage()
-        return super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        message = record.msg
+        if record.args or type(message) is not str or type(record) is not _LogRecord:
+            message = record.getMessage()
+        record.message = message
+        if self._uses_time:
+            record.asctime = self.formatTime(record, self.datefmt)
+        return self.formatMessage(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if self._percent:
+            try:
+                return self._style._fmt % record.__dict__
+            except KeyError:
+                pass  # logging's own message for a field the record lacks, below
+        return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = record.created // 1
@@ -291,13 +320,136 @@ def _emit(message: str, extra: dict[str, Any]) -> logging.LogRecord | None:
     logger = access_log
     if not logger.isEnabledFor(_INFO):
         return None
-    record = logger.makeRecord(logger.name, _INFO, _SOURCE, _LINE, message, (), None, "access_line", extra)
+    record = _record(logger, message, extra)
     logger.handle(record)
     return record
 
 
 #: The line a record names as its caller's: :func:`_emit`'s first.
 _LINE = _emit.__code__.co_firstlineno
+
+# -- the access line's LogRecord, made quickly -----------------------------------------------
+# Every access record has the same name, level, source, line and function, so most of what
+# ``LogRecord.__init__`` works out (the level's name, the file name and module from the
+# path, ...) is the same each time: it is worked out once, into a template of the record's
+# attributes, and each record is a copy of it with the fields that change filled in, as
+# ``LogRecord.__init__`` of this Python fills them (the tests compare the two). Used only
+# while the record factory is ``logging.LogRecord`` and ``makeRecord`` is ``Logger``'s own;
+# otherwise, and on a Python whose records have fields not listed here, ``makeRecord``.
+_std_make_record = logging.Logger.makeRecord
+_new_object = object.__new__
+_get_ident = threading.get_ident
+_current_thread = threading.current_thread
+_time = time.time
+_time_ns = time.time_ns
+_START: float = logging._startTime  # type: ignore[attr-defined]
+#: From 3.13 on a record's time is read with ``time.time_ns()``.
+_NS_CLOCK = sys.version_info >= (3, 13)
+#: The fields a template holds, the same in every access record.
+_FIXED_FIELDS = frozenset(
+    [
+        "name",
+        "args",
+        "levelname",
+        "levelno",
+        "pathname",
+        "filename",
+        "module",
+        "exc_info",
+        "exc_text",
+        "stack_info",
+        "lineno",
+        "funcName",
+    ]
+)
+#: The fields filled in for each record (``taskName`` from 3.12 on).
+_CHANGING_FIELDS = frozenset(
+    ["msg", "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process"]
+    + (["taskName"] if sys.version_info >= (3, 12) else [])
+)
+#: The template (None until the first record; empty when the quick way is not taken).
+_template: dict[str, Any] | None = None
+
+
+def _record(logger: logging.Logger, message: str, extra: dict[str, Any]) -> logging.LogRecord:
+    """``logger.makeRecord(...)`` for an access line, without its repeated work."""
+    template = _template
+    if template is None:
+        template = _make_template(logger)
+    if (
+        not template
+        or logging.getLogRecordFactory() is not _LogRecord
+        or type(logger).makeRecord is not _std_make_record
+        or "makeRecord" in logger.__dict__
+    ):
+        return logger.makeRecord(logger.name, _INFO, _SOURCE, _LINE, message, (), None, "access_line", extra)
+    fields = template.copy()
+    fields["msg"] = message
+    if _NS_CLOCK:
+        ns = _time_ns()
+        created = fields["created"] = ns / 1e9
+        msecs = (ns % 1_000_000_000) // 1_000_000 + 0.0
+        if msecs == 999.0 and int(created) != ns // 1_000_000_000:
+            msecs = 0.0
+        fields["msecs"] = msecs
+        fields["relativeCreated"] = (ns - _START) / 1e6
+    else:
+        now = fields["created"] = _time()
+        fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+        fields["relativeCreated"] = (now - _START) * 1000
+    if logging.logThreads:
+        fields["thread"] = _get_ident()
+        fields["threadName"] = _current_thread().name
+    else:
+        fields["thread"] = fields["threadName"] = None
+    if logging.logMultiprocessing:
+        multiprocessing = sys.modules.get("multiprocessing")
+        # try/except as in LogRecord (cheaper than contextlib.suppress): multiprocessing may
+        # be half imported
+        try:
+            process_name = "MainProcess" if multiprocessing is None else multiprocessing.current_process().name
+        except Exception:
+            process_name = "MainProcess"
+        fields["processName"] = process_name
+    else:
+        fields["processName"] = None
+    fields["process"] = _pid or _read_pid() if logging.logProcesses else None
+    if "taskName" in fields:
+        task_name = None
+        if getattr(logging, "logAsyncioTasks", False):
+            try:
+                task_name = asyncio.current_task().get_name()  # type: ignore[union-attr]
+            except Exception:  # no task, or no loop running, as in LogRecord
+                task_name = None
+        fields["taskName"] = task_name
+    fields.update(extra)  # "status_code", "access": never one of the record's own
+    record = _new_object(_LogRecord)
+    record.__dict__ = fields
+    return record
+
+
+#: ``os.getpid()``, read once per process (0: not yet, or forked since).
+_pid = 0
+
+
+def _read_pid() -> int:
+    global _pid
+    _pid = os.getpid()
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = 0
+
+
+def _make_template(logger: logging.Logger) -> dict[str, Any]:
+    global _template
+    if hasattr(os, "register_at_fork") and _template is None:
+        os.register_at_fork(after_in_child=_forked)
+    fields = _LogRecord(logger.name, _INFO, _SOURCE, _LINE, "", (), None, "access_line").__dict__
+    _template = dict(fields) if set(fields) == _FIXED_FIELDS | _CHANGING_FIELDS else {}
+    return _template
 
 
 def access_line(instance: AppInstance, json_format: bool = False) -> None:
@@ -387,15 +539,17 @@ def iso_utc(created: float) -> str:
     return f"{text}.{int((created - second) * 1000):03d}Z"
 
 
+#: ``json.dumps(value, separators=(",", ":"))`` without making an encoder per call.
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json_line(instance: AppInstance) -> None:
     logger = access_log
     if not logger.isEnabledFor(_INFO):
         return
     fields = access_fields(instance)
-    record = logger.makeRecord(
-        logger.name, _INFO, _SOURCE, _LINE, "", (), None, "access_line", {"status_code": fields["status"]}
-    )
+    record = _record(logger, "", {"status_code": fields["status"]})
     access = {"time": iso_utc(record.created), "pid": os.getpid(), **fields}
     record.access = access
-    record.msg = json.dumps(access, separators=(",", ":"))
+    record.msg = _json_encode(access)
     logger.handle(record)
