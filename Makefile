@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Everything they need is
 # installed from here: the virtualenv and its packages, and (for the tests) the system
-# packages redis-server and chromium, through scripts/system-deps.sh.
+# packages (redis-server, chromium, nginx, prometheus, nghttp2-client, curl), through
+# scripts/system-deps.sh.
 
 PYTHON ?= python3
 VENV ?= .venv

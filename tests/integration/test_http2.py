@@ -211,6 +211,14 @@ def test_http_1_turns_http2_off(pki: PKI) -> None:
         assert done.stdout.endswith("\n1.1"), done
 
 
+def test_http_2_alone_answers_http1_with_505() -> None:
+    with channelserver("core_app:app", "--http", "2") as server:
+        old = curl("--http1.1", "-w", "\n%{http_code}", f"{server.url}/hello")
+        assert old.stdout.endswith("\n505"), old
+        new = curl("--http2-prior-knowledge", f"{server.url}/hello")
+        assert new.stdout == "hello world", new
+
+
 # -- streams ----------------------------------------------------------------------------------
 
 
