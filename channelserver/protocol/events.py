@@ -40,10 +40,15 @@ class CloseTransport:
 
 @dataclass(slots=True)
 class StartApp:
-    """Start one ASGI application instance for ``cycle`` with ``scope``."""
+    """Start one ASGI application instance for ``cycle`` with ``scope``. With ``machine``,
+    the instance talks to that machine, not the connection's: a WebSocket carried by the
+    HTTP/2 stream ``stream`` (RFC 8441), whose output the HTTP/2 machine puts on the stream
+    (``HTTP2Connection.from_websocket``)."""
 
     cycle: Any
     scope: dict[str, Any]
+    machine: Any = None
+    stream: int | None = None
 
 
 @dataclass(slots=True)

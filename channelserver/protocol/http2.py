@@ -65,6 +65,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h11
 from h2.errors import ErrorCodes
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
@@ -74,7 +75,7 @@ from .asgi_http import APP_FAILED, HEAD_REFUSED, TRANSITIONS, HTTPCycle, State
 from .events import Action, CancelTimer, CloseTransport, Deliver, Log, SetTimer, StartApp, Write
 from .http11 import ServerAnswer
 from .machine import Machine
-from .request import Head
+from .request import Head, UpgradeRequest
 from .scope import http_scope, peer
 from .table import check_headers, misuse
 
@@ -113,6 +114,43 @@ def is_preface(data: bytes) -> bool | None:
     if PREFACE.startswith(data):
         return None
     return False
+
+
+#: Timer names of a WebSocket stream's machine: ``ws:<stream id>:<its own name>``.
+_WS_TIMER = "ws:"
+#: What an HTTP/1.1 handshake has and RFC 8441's does not (the stream is the upgrade).
+_UPGRADE_FIELDS = (
+    (b"connection", b"upgrade"),
+    (b"upgrade", b"websocket"),
+    (b"sec-websocket-key", b"AAAAAAAAAAAAAAAAAAAAAA=="),
+)
+#: The HTTP/1.1 answer's fields that are not HTTP/2's (or that RFC 8441 drops).
+_NOT_H2_ANSWER = frozenset({b"connection", b"upgrade", b"sec-websocket-accept", b"transfer-encoding", b"keep-alive"})
+
+
+def _answer_fields(headers: Any) -> list[tuple[bytes, bytes]]:
+    return [(name.lower(), value) for name, value in headers if name.lower() not in _NOT_H2_ANSWER]
+
+
+class _WebSocketStream:
+    """A stream that carries a WebSocket: its machine, the stream's sending side
+    (``stream``: outbox and end, as for a response), and the HTTP/1.1 answer of its
+    handshake read back (``answer``, an h11 client)."""
+
+    __slots__ = ("answer", "headers", "machine", "open", "paused", "sid", "stream", "unacked")
+
+    def __init__(
+        self, sid: int, stream: StreamCycle, machine: Any, answer: h11.Connection, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.sid = sid
+        self.stream = stream
+        self.machine = machine
+        self.answer = answer
+        self.headers = headers
+        #: Accepted: what the machine writes from here are frames.
+        self.open = False
+        self.paused = False
+        self.unacked = 0
 
 
 class Phase(enum.Enum):
@@ -215,6 +253,7 @@ class HTTP2Connection(Machine):
         flood_window: float = 10.0,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        websocket: Callable[[UpgradeRequest], Machine] | None = None,
     ) -> None:
         """``scheme``: the transport's ("https" under TLS, "http" for h2c); the client's
         ``:scheme`` is a claim, as HTTP/1.1's absolute-form target, and is not used.
@@ -261,6 +300,11 @@ class HTTP2Connection(Machine):
         self.ping_timeout = ping_timeout
         self.heard = False
         self.awaiting_ack = False
+        #: WebSockets over HTTP/2 (RFC 8441): with a factory of WebSocket machines (the
+        #: same as for HTTP/1.1 upgrades), SETTINGS_ENABLE_CONNECT_PROTOCOL is offered and
+        #: an extended CONNECT with ``:protocol websocket`` opens one, by stream id.
+        self.websocket = websocket
+        self.ws: dict[int, _WebSocketStream] = {}
         self.flood_limits = {
             "PING": max_pings,
             "SETTINGS": max_settings,
@@ -296,6 +340,7 @@ class HTTP2Connection(Machine):
                 codes.HEADER_TABLE_SIZE: header_table_size,
                 codes.INITIAL_WINDOW_SIZE: initial_window_size,
                 codes.MAX_FRAME_SIZE: max_frame_size,
+                codes.ENABLE_CONNECT_PROTOCOL: 1 if websocket is not None else 0,
             },
         )
         # h2 sets these from the settings only when they change on an acknowledgement.
@@ -466,6 +511,10 @@ class HTTP2Connection(Machine):
             self._close_all(actions)
             actions.append(CloseTransport())
             return actions
+        if name.startswith(_WS_TIMER):
+            sid_text, _, inner = name[len(_WS_TIMER) :].partition(":")
+            ws = self.ws.get(int(sid_text))
+            return self._flush(self._from_ws(ws, ws.machine.timer_fired(inner))) if ws is not None else []
         if name == FLOOD_WINDOW:
             self.flood_counts.clear()
         elif name == PING and self.ping_interval is not None:
@@ -510,7 +559,10 @@ class HTTP2Connection(Machine):
         # anything after its own GOAWAY, and the streams in flight still need both.
         self.goaway_stream_id = last = conn.highest_inbound_stream_id
         goaway = GoAwayFrame(0, last_stream_id=last, error_code=ErrorCodes.NO_ERROR)
-        return [Write(conn.data_to_send() + goaway.serialize())]
+        actions = [Write(conn.data_to_send() + goaway.serialize())]
+        for ws in list(self.ws.values()):  # each closes with 1012 (or once its handshake ends)
+            actions.extend(self._from_ws(ws, ws.machine.shutdown()))
+        return self._flush(actions)
 
     def force_shutdown(self) -> list[Action]:
         """``graceful_timeout`` passed: close now; the apps still running are told."""
@@ -659,7 +711,7 @@ class HTTP2Connection(Machine):
             self.resets += 1
             self._check_resets(actions)
             return
-        method = target = authority = b""
+        method = target = authority = protocol = b""
         headers: list[tuple[bytes, bytes]] = []
         host = False
         size = 0
@@ -673,6 +725,8 @@ class HTTP2Connection(Machine):
                     target = value
                 elif name == b":authority":
                     authority = value
+                elif name == b":protocol":
+                    protocol = value
                 continue
             if name == b"host":
                 host = True
@@ -686,6 +740,10 @@ class HTTP2Connection(Machine):
         if len(self.streams) == 1:
             actions.append(CancelTimer(KEEP_ALIVE))
         cycle.request_ended = bool(event.stream_ended)
+        if method == b"CONNECT" and protocol == b"websocket" and self.websocket is not None:
+            cycle.app = False  # the stream's app is the WebSocket's: see _open_websocket
+            self._open_websocket(cycle, target, headers, actions)
+            return
         if method == b"CONNECT":
             cycle.app = False
             self._server_answer(cycle, 501, "Not Implemented: CONNECT is not served\n", (), actions)
@@ -748,6 +806,18 @@ class HTTP2Connection(Machine):
         ended = event.stream_ended is not None
         if not data and not ended:
             self._count("empty DATA", actions)
+        ws = self.ws.get(sid)
+        if ws is not None:
+            if length:
+                if ws.paused:
+                    ws.unacked += length
+                else:
+                    self.h2.acknowledge_received_data(length, sid)
+            if data:
+                actions.extend(self._from_ws(ws, ws.machine.receive_data(bytes(data))))
+            if ended:
+                self._ws_gone(ws, actions)
+            return
         cycle = self.streams.get(sid)
         if cycle is None or not cycle.app or cycle.told or cycle.request_ended:
             # Nobody reads it: its window goes back at once.
@@ -767,6 +837,10 @@ class HTTP2Connection(Machine):
             actions.append(Deliver(cycle, {"type": "http.request", "body": bytes(data), "more_body": not ended}))
 
     def _request_ended(self, sid: int, actions: list[Action]) -> None:
+        ws = self.ws.get(sid)
+        if ws is not None:
+            self._ws_gone(ws, actions)
+            return
         cycle = self.streams.get(sid)
         if cycle is None or cycle.request_ended:
             return
@@ -790,6 +864,11 @@ class HTTP2Connection(Machine):
         self._server_answer(cycle, 413, f"Content Too Large: {why}\n", (), actions)
 
     def _reset(self, event: h2.events.StreamReset, actions: list[Action]) -> None:
+        ws = self.ws.get(event.stream_id)
+        if ws is not None:
+            ws.stream.sent_end = True
+            ws.stream.outbox.clear()
+            self._ws_gone(ws, actions)
         cycle = self.streams.get(event.stream_id)
         if cycle is None:
             return
@@ -958,6 +1037,138 @@ class HTTP2Connection(Machine):
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.h2.reset_stream(sid, code)
 
+    # -- WebSockets over HTTP/2 (RFC 8441) ----------------------------------------------------
+    def _open_websocket(
+        self, stream: StreamCycle, target: bytes, headers: list[tuple[bytes, bytes]], actions: list[Action]
+    ) -> None:
+        """An extended CONNECT: the stream carries a WebSocket, run by the same machine
+        (and table) as an HTTP/1.1 upgrade. It is handed the request an HTTP/1.1 client
+        would have sent (the upgrade's own fields added: RFC 8441 has none, the stream is
+        the upgrade); the app's scope gets the request's own headers and ``http_version``
+        "2". Its answer (the 101, or a rejection) is read back and sent as this stream's
+        HEADERS; its frames as DATA."""
+        assert self.websocket is not None
+        sid = stream.stream_id
+        upgrade = [*headers, *_UPGRADE_FIELDS]
+        machine = self.websocket(UpgradeRequest(b"GET", target, upgrade, b"1.1"))
+        answer = h11.Connection(h11.CLIENT)
+        host = next((value for name, value in headers if name == b"host"), b"localhost")
+        answer.send(h11.Request(method=b"GET", target=target, headers=[(b"host", host), *_UPGRADE_FIELDS[:2]]))
+        answer.send(h11.EndOfMessage())
+        ws = _WebSocketStream(sid, stream, machine, answer, headers)
+        self.ws[sid] = ws
+        actions.extend(self._from_ws(ws, machine.start()))
+
+    def from_websocket(self, sid: int, actions: list[Action]) -> list[Action]:
+        """What the WebSocket machine of stream ``sid`` returned to its app instance, put
+        on the stream (the app's host calls this: see server/connection.py)."""
+        ws = self.ws.get(sid)
+        if ws is None:  # the stream is gone: only what the app must still be told
+            return [a for a in actions if type(a) in (Deliver, Log)]
+        return self._flush(self._from_ws(ws, actions))
+
+    def stream_backlog(self, sid: int) -> int:
+        """Bytes a WebSocket's stream keeps unsent (no window for them): its app's
+        ``send()`` waits while this is over the stream buffer."""
+        ws = self.ws.get(sid)
+        return len(ws.stream.outbox) if ws is not None and not ws.stream.sent_end else 0
+
+    def pause_websocket(self, sid: int, paused: bool) -> list[Action]:
+        """Its app's queue is full (or was emptied): the stream's window is given back only
+        once it reads again, so the client stops sending, and no other stream waits."""
+        ws = self.ws.get(sid)
+        if ws is None or ws.paused == paused:
+            return []
+        ws.paused = paused
+        if not paused and ws.unacked and self.phase is not Phase.CLOSED:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.acknowledge_received_data(ws.unacked, sid)
+            ws.unacked = 0
+            return self._flush([])
+        return []
+
+    def _from_ws(self, ws: _WebSocketStream, actions: list[Action]) -> list[Action]:
+        """The WebSocket machine's actions, as this connection's."""
+        out: list[Action] = []
+        for action in actions:
+            kind = type(action)
+            if kind is Write:
+                self._ws_write(ws, action.data, out)  # type: ignore[union-attr]
+            elif kind is CloseTransport:
+                self._ws_end(ws, action.abort, out)  # type: ignore[union-attr]
+            elif kind is SetTimer:
+                out.append(SetTimer(f"{_WS_TIMER}{ws.sid}:{action.name}", action.delay))  # type: ignore[union-attr]
+            elif kind is CancelTimer:
+                out.append(CancelTimer(f"{_WS_TIMER}{ws.sid}:{action.name}"))  # type: ignore[union-attr]
+            elif kind is StartApp:
+                scope = action.scope  # type: ignore[union-attr]
+                scope["http_version"] = "2"
+                scope["headers"] = list(ws.headers)
+                out.append(StartApp(action.cycle, scope, ws.machine, ws.sid))  # type: ignore[union-attr]
+            else:
+                out.append(action)
+        return out
+
+    def _ws_write(self, ws: _WebSocketStream, data: bytes, out: list[Action]) -> None:
+        stream = ws.stream
+        if stream.sent_end or self.phase is Phase.CLOSED:
+            return
+        if ws.open:  # frames
+            stream.outbox += data
+            self._pump(stream, out)
+            return
+        answer = ws.answer  # the handshake's HTTP/1.1 answer, read back
+        answer.receive_data(data)
+        while True:
+            event = answer.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                break
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                self.h2.send_headers(ws.sid, [(b":status", b"200"), *_answer_fields(event.headers)])
+                ws.open = True
+                rest = bytes(answer.trailing_data[0])
+                if rest:
+                    stream.outbox += rest
+                    self._pump(stream, out)
+                return
+            if isinstance(event, h11.Response):
+                self.h2.send_headers(ws.sid, [(b":status", b"%d" % event.status_code), *_answer_fields(event.headers)])
+            elif isinstance(event, h11.Data):
+                stream.outbox += event.data
+                self._pump(stream, out)
+            elif isinstance(event, h11.EndOfMessage):
+                stream.end_queued = True
+                self._pump(stream, out)
+                break
+
+    def _ws_end(self, ws: _WebSocketStream, abort: bool, out: list[Action]) -> None:
+        """The WebSocket machine closes its "transport": the stream ends (after what it
+        still has to send), or is reset when it aborts."""
+        stream = ws.stream
+        if stream.sent_end or self.phase is Phase.CLOSED:
+            self.ws.pop(ws.sid, None)
+            return
+        if abort:
+            self._reset_stream(stream, ErrorCodes.CANCEL, out)
+            self.ws.pop(ws.sid, None)
+            self._forget_if_done(stream, out)
+            return
+        stream.end_queued = True  # after the closing frame, or the rejection's body
+        self._pump(stream, out)
+
+    def _ws_gone(self, ws: _WebSocketStream, actions: list[Action]) -> None:
+        """The client ended or reset the stream, or the connection ended: the WebSocket's
+        peer is gone."""
+        if self.ws.pop(ws.sid, None) is None:
+            return
+        # nothing more is written to a peer that is gone: what its app must be told stays
+        actions.extend(a for a in self._from_ws(ws, ws.machine.eof()) if type(a) in (Deliver, Log, CancelTimer))
+        stream = ws.stream
+        if not stream.sent_end and self.phase is not Phase.CLOSED:
+            stream.end_queued = True
+            self._pump(stream, actions)
+        self._forget_if_done(stream, actions)
+
     # -- streams and the connection --------------------------------------------------------
     def _ack(self, cycle: StreamCycle) -> None:
         """Give the window of ``cycle``'s delivered bytes back to the client."""
@@ -1005,6 +1216,8 @@ class HTTP2Connection(Machine):
     def _close_all(self, actions: list[Action]) -> None:
         """The connection ends: every app still running is told."""
         self.phase = Phase.CLOSED
+        for ws in list(self.ws.values()):
+            self._ws_gone(ws, actions)
         for cycle in list(self.streams.values()):
             cycle.sent_end = True
             cycle.outbox.clear()

@@ -66,15 +66,23 @@ class Host(Protocol):
     loop: asyncio.AbstractEventLoop
     #: The worker's deadlines (the app_close_timeout after a disconnect is one).
     timers: TimerHeap
-    #: The transport's write buffer is over its high-water mark: ``drain()`` waits.
-    write_paused: bool
-    #: Reading from the socket is paused (by ``pause_input``).
-    reading_paused: bool
-    #: The connection speaks HTTP/2: ``send()`` also waits while its stream's
-    #: flow-control window keeps it ``blocked``.
-    h2: bool
-    #: The connection is gone.
-    lost: bool
+
+    @property
+    def write_paused(self) -> bool:
+        """The write buffer is over its high-water mark: ``drain()`` waits."""
+
+    @property
+    def reading_paused(self) -> bool:
+        """Reading is paused (by ``pause_input``)."""
+
+    @property
+    def h2(self) -> bool:
+        """The connection speaks HTTP/2: ``send()`` also waits while its stream's
+        flow-control window keeps it ``blocked``."""
+
+    @property
+    def lost(self) -> bool:
+        """The connection is gone."""
 
     def run(self, actions: list[Action]) -> None:
         """Execute the machine's actions."""

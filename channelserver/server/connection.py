@@ -36,7 +36,10 @@ from .metrics import Metrics
 from .state import ServerState
 from .timers import Entry
 
-__all__ = ["ConnectionProtocol"]
+__all__ = ["ConnectionProtocol", "StreamHost"]
+
+#: Bytes a WebSocket's HTTP/2 stream may keep unsent before its app's send() waits.
+STREAM_BACKLOG = 65536
 
 error_log = logging.getLogger(ERROR)
 
@@ -300,7 +303,7 @@ class ConnectionProtocol(asyncio.Protocol):
                     metrics.message_in(action.message)
                 instance.deliver(action.message)
             elif kind is StartApp:
-                self._start_app(action.cycle, action.scope)
+                self._start_app(action.cycle, action.scope, action.machine, action.stream)
             elif kind is SetTimer:
                 self._set_timer(action.name, action.delay)
             elif kind is CancelTimer:
@@ -316,14 +319,18 @@ class ConnectionProtocol(asyncio.Protocol):
             elif kind is Upgrade:
                 self._upgrade(action)
 
-    def _start_app(self, cycle: Any, scope: dict[str, Any]) -> None:
+    def _start_app(self, cycle: Any, scope: dict[str, Any], machine: Any = None, stream: int | None = None) -> None:
         state = self.state
         state.total_requests += 1
         if scope["type"] == "http":
             state.http_in_flight += 1
         if state.trusted is not None:
             apply_proxy_headers(scope, state.trusted)
-        instance = AppInstance(self, self.machine, cycle, scope, state.instance_settings)
+        if machine is None:
+            instance = AppInstance(self, self.machine, cycle, scope, state.instance_settings)
+        else:  # a WebSocket on an HTTP/2 stream: its own machine, its stream as host
+            assert stream is not None
+            instance = AppInstance(StreamHost(self, stream), machine, cycle, scope, state.instance_settings)
         self.instances[cycle] = instance
         state.instances.add(instance)
         if self.depth > 1:
@@ -333,8 +340,10 @@ class ConnectionProtocol(asyncio.Protocol):
         if state.on_request is not None:
             state.on_request()
 
-    def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
+    def app_finished(self, instance: AppInstance, exc: BaseException | None, stream: int | None = None) -> None:
         actions = instance.machine.app_returned(instance.cycle, exc)
+        if stream is not None:
+            actions = self.machine.from_websocket(stream, actions)  # type: ignore[attr-defined]
         if actions:
             self.run(actions)
         self.instances.pop(instance.cycle, None)
@@ -371,6 +380,7 @@ class ConnectionProtocol(asyncio.Protocol):
             initial_window_size=config.h2_initial_window_size,
             ping_interval=config.h2_ping_interval,
             ping_timeout=config.h2_ping_timeout,
+            websocket=self._stream_websocket,
         )
         if upgrade is None:
             self.run(self.machine.start())
@@ -392,9 +402,18 @@ class ConnectionProtocol(asyncio.Protocol):
         config = self.state.config
         self.ws_drain = drain = ConnectionDrain(self.state.drain_started, config.graceful_timeout, self._drained)
         self.state.ws_open += 1
-        self.machine = WebSocketConnection(
-            action.request,
-            action.trailing_data,
+        self.machine = self._websocket(action.request, action.trailing_data, {DRAIN_EXTENSION: drain.extension()})
+        self.run(self.machine.start())
+        if self.state.shutting_down:
+            self.run(self.machine.shutdown())
+
+    def _websocket(self, request: Any, trailing_data: bytes, extensions: dict[str, Any]) -> WebSocketConnection:
+        """The WebSocket machine of a handshake: this connection's after an HTTP/1.1
+        upgrade, or one HTTP/2 stream's (see :meth:`_stream_websocket`)."""
+        config = self.state.config
+        return WebSocketConnection(
+            request,
+            trailing_data,
             client=self.client,
             server=self.server,
             scheme=self.scheme,
@@ -409,12 +428,16 @@ class ConnectionProtocol(asyncio.Protocol):
             deflate_mem_level=config.ws_deflate_mem_level,
             deflate_idle=config.ws_deflate_idle,
             default_headers=self.state.default_header_list,
-            extensions={DRAIN_EXTENSION: drain.extension()},
+            extensions=extensions,
             handshake_timeout=config.ws_handshake_timeout,
         )
-        self.run(self.machine.start())
-        if self.state.shutting_down:
-            self.run(self.machine.shutdown())
+
+    def _stream_websocket(self, request: Any) -> WebSocketConnection:
+        """For the HTTP/2 machine: the WebSocket machine of an extended CONNECT (RFC 8441).
+        A drain closes it with 1012 when the connection drains; its ``channelserver.drain``
+        extension says when the drain starts (no hold: a stream is not held open)."""
+        drain = {"started": self.state.drain_started, "graceful_timeout": self.state.config.graceful_timeout}
+        return self._websocket(request, b"", {DRAIN_EXTENSION: drain})
 
     # -- timers: entries in the worker's TimerHeap, re-armed lazily ------------------------
     def _set_timer(self, name: str, delay: float) -> None:
@@ -473,3 +496,59 @@ class ConnectionProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
             self.transport.abort()
+
+
+class StreamHost:
+    """The :class:`~.app.Host` of an app instance whose WebSocket is carried by one HTTP/2
+    stream (RFC 8441): what its machine returns goes through the connection's HTTP/2
+    machine, which puts it on the stream; its ``send()`` waits while the stream's window
+    keeps it backlogged; a full queue holds the stream's window back, not the socket."""
+
+    __slots__ = ("conn", "loop", "stream", "timers")
+
+    #: The instance's machine is a WebSocket machine: no HTTP/2 ``blocked()`` to ask.
+    h2 = False
+    reading_paused = False
+
+    def __init__(self, conn: ConnectionProtocol, stream: int) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.loop = conn.loop
+        self.timers = conn.timers
+
+    @property
+    def lost(self) -> bool:
+        return self.conn.lost
+
+    @property
+    def write_paused(self) -> bool:
+        machine: Any = self.conn.machine
+        return self.conn.write_paused or machine.stream_backlog(self.stream) > STREAM_BACKLOG
+
+    def run(self, actions: list[Action]) -> None:
+        machine: Any = self.conn.machine
+        self.conn.run(machine.from_websocket(self.stream, actions))
+
+    def pause_input(self) -> None:
+        machine: Any = self.conn.machine
+        self.conn.run(machine.pause_websocket(self.stream, True))
+
+    def resume_input(self) -> None:
+        machine: Any = self.conn.machine
+        self.conn.run(machine.pause_websocket(self.stream, False))
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.conn.lost:
+            if self.conn.write_paused:
+                await self.conn.drain()
+            else:
+                await self.conn.peer_spoke()
+
+    async def peer_spoke(self) -> None:
+        await self.conn.peer_spoke()
+
+    def flush_head_soon(self, instance: AppInstance) -> None:
+        self.conn.flush_head_soon(instance)
+
+    def app_finished(self, instance: AppInstance, exc: BaseException | None) -> None:
+        self.conn.app_finished(instance, exc, self.stream)

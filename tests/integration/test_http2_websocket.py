@@ -1,0 +1,261 @@
+"""WebSockets over HTTP/2 (RFC 8441, extended CONNECT) on a real server, with a client made
+of ``h2`` and ``wsproto``: the same WebSocket machine and table as an HTTP/1.1 upgrade
+run each stream, so a raw ASGI app and a Channels consumer behave as they do over
+HTTP/1.1; many WebSockets share one connection; a rejection is that stream's answer; a
+reset stream is the peer gone; a drain closes each with 1012 after its GOAWAY."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+from hyperframe.frame import DataFrame, Frame
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, Event, TextMessage
+
+from tests.apps.wire import records, token
+from tests.servers import ServerProcess, channelserver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class H2WebSockets:
+    """One HTTP/2 connection carrying WebSockets, each a stream with its own wsproto
+    client connection."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.h2.initiate_connection()
+        self.flush()
+        self.ws: dict[int, Connection] = {}
+        self.status: dict[int, int] = {}
+        self.headers: dict[int, dict[bytes, bytes]] = {}
+        self.received: dict[int, list[Event]] = {}
+        self.body: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.reset: dict[int, int] = {}
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.settings: dict[int, int] = {}
+        self.read_until(lambda: bool(self.settings))
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def open(self, path: str, extra: list[tuple[bytes, bytes]] | None = None) -> int:
+        sid = self.h2.get_next_available_stream_id()
+        headers = [
+            (b":method", b"CONNECT"),
+            (b":protocol", b"websocket"),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", b"test"),
+            (b"sec-websocket-version", b"13"),
+            *(extra or []),
+        ]
+        self.h2.send_headers(sid, headers)
+        self.flush()
+        self.ws[sid] = Connection(ConnectionType.CLIENT)
+        self.received[sid] = []
+        self.body[sid] = b""
+        return sid
+
+    def send(self, sid: int, event: Event) -> None:
+        self.h2.send_data(sid, self.ws[sid].send(event))
+        self.flush()
+
+    def read_until(self, done: Any) -> None:
+        """Read whole frames until ``done()``. After a GOAWAY h2's client takes no more
+        frames (browsers and nghttp2 go on with the streams it let through): DATA is then
+        read off the frames directly."""
+        while not done():
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            self.buffer += data
+            while len(self.buffer) >= 9:
+                end = 9 + int.from_bytes(self.buffer[:3], "big")
+                if len(self.buffer) < end:
+                    break
+                frame, self.buffer = self.buffer[:end], self.buffer[end:]
+                if self.goaway is None:
+                    for event in self.h2.receive_data(frame):
+                        self._event(event)
+                else:
+                    self._after_goaway(frame)
+            if self.goaway is None:
+                self.flush()
+
+    def _after_goaway(self, data: bytes) -> None:
+        frame, _ = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:]))
+        if isinstance(frame, DataFrame):
+            sid = frame.stream_id
+            ws = self.ws[sid]
+            if frame.data and ws.state.name != "CLOSED":
+                ws.receive_data(frame.data)
+                self.received[sid].extend(ws.events())
+            if "END_STREAM" in frame.flags:
+                self.ended.add(sid)
+
+    def _event(self, event: Any) -> None:
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            self.settings.update({code: value.new_value for code, value in event.changed_settings.items()})
+        elif isinstance(event, h2.events.ResponseReceived):
+            headers = dict(event.headers)
+            self.status[event.stream_id] = int(headers[b":status"])
+            self.headers[event.stream_id] = headers
+        elif isinstance(event, h2.events.DataReceived):
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            sid = event.stream_id
+            if self.status.get(sid) == 200:
+                ws = self.ws[sid]
+                if not event.data or ws.state.name == "CLOSED":
+                    return
+                ws.receive_data(event.data)
+                for ws_event in ws.events():
+                    self.received[sid].append(ws_event)
+                    if isinstance(ws_event, CloseConnection) and ws.state.name != "CLOSED":
+                        self.h2.send_data(sid, ws.send(ws_event.response()))
+            else:
+                self.body[sid] += event.data
+        elif isinstance(event, h2.events.StreamEnded):
+            self.ended.add(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self.reset[event.stream_id] = event.error_code
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event
+
+    def texts(self, sid: int) -> list[str]:
+        return [e.data for e in self.received[sid] if isinstance(e, TextMessage)]
+
+    def closes(self, sid: int) -> list[int]:
+        return [int(e.code) for e in self.received[sid] if isinstance(e, CloseConnection)]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def core() -> Iterator[ServerProcess]:
+    with channelserver("core_app:app") as server:
+        yield server
+
+
+@pytest.fixture
+def conn(core: ServerProcess) -> Iterator[H2WebSockets]:
+    assert core.port is not None
+    client = H2WebSockets(core.port)
+    yield client
+    client.close()
+
+
+def test_the_server_offers_extended_connect(conn: H2WebSockets) -> None:
+    assert conn.settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
+
+
+def test_an_echo_websocket_over_a_stream_with_the_scope_an_app_expects(conn: H2WebSockets, core: ServerProcess) -> None:
+    key = token()
+    sid = conn.open(f"/ws/echo?token={key}", [(b"sec-websocket-protocol", b"chat.v2")])
+    conn.read_until(lambda: sid in conn.status)
+    assert conn.status[sid] == 200
+    assert conn.headers[sid][b"sec-websocket-protocol"] == b"chat.v2"
+    assert conn.headers[sid][b"x-accepted"] == b"yes"
+    assert b"sec-websocket-accept" not in conn.headers[sid] and b"upgrade" not in conn.headers[sid]
+    conn.send(sid, TextMessage("one"))
+    conn.send(sid, TextMessage("two"))
+    conn.read_until(lambda: len(conn.texts(sid)) == 2)
+    assert conn.texts(sid) == ["one", "two"]
+    conn.send(sid, CloseConnection(code=1000))
+    conn.read_until(lambda: sid in conn.ended)
+    assert conn.closes(sid) == [1000]
+    (scope,) = records(core.url, f"{key}:scope")
+    assert scope["type"] == "websocket" and scope["http_version"] == "2"
+    assert scope["path"] == "/ws/echo" and scope["subprotocols"] == ["chat.v2"]
+    names = [name for name, _ in scope["headers"]]
+    assert "host" in names and "sec-websocket-version" in names
+    # nothing the stream did not carry: no HTTP/1.1 upgrade fields
+    assert not {"connection", "upgrade", "sec-websocket-key"} & set(names)
+    messages = records(core.url, f"{key}:messages", 4)
+    assert messages[0] == {"type": "websocket.connect"}
+    assert messages[-1]["type"] == "websocket.disconnect" and messages[-1]["code"] == 1000
+
+
+def test_many_websockets_share_one_connection(conn: H2WebSockets) -> None:
+    sids = [conn.open("/ws/echo") for _ in range(10)]
+    conn.read_until(lambda: all(sid in conn.status for sid in sids))
+    for n, sid in enumerate(sids):
+        conn.send(sid, TextMessage(f"stream {n}"))
+    conn.read_until(lambda: all(conn.texts(sid) for sid in sids))
+    assert [conn.texts(sid) for sid in sids] == [[f"stream {n}"] for n in range(10)]
+
+
+def test_a_rejection_is_that_streams_answer_and_the_connection_serves_on(conn: H2WebSockets) -> None:
+    rejected = conn.open("/ws/reject")
+    denied = conn.open("/ws/deny")
+    conn.read_until(lambda: {rejected, denied} <= conn.ended)
+    assert conn.status[rejected] == 403
+    assert conn.status[denied] == 401 and conn.headers[denied][b"x-denied"] == b"because"
+    assert conn.body[denied] == b"denied, go away"
+    sid = conn.open("/ws/echo")
+    conn.read_until(lambda: sid in conn.status)
+    conn.send(sid, TextMessage("still here"))
+    conn.read_until(lambda: bool(conn.texts(sid)))
+    assert conn.texts(sid) == ["still here"]
+
+
+def test_a_reset_stream_is_the_peer_gone(conn: H2WebSockets, core: ServerProcess) -> None:
+    key = token()
+    sid = conn.open(f"/ws/echo?token={key}")
+    conn.read_until(lambda: sid in conn.status)
+    conn.h2.reset_stream(sid)
+    conn.flush()
+    messages = records(core.url, f"{key}:messages", 2)
+    assert messages[-1]["type"] == "websocket.disconnect" and messages[-1]["code"] == 1006
+
+
+def test_a_channels_consumer_over_http2() -> None:
+    """The per-message background task pattern of a Channels consumer: accept and replies
+    from tasks it spawns, connect delivered once."""
+    with channelserver("chanapp.asgi:application") as server:
+        assert server.port is not None
+        conn = H2WebSockets(server.port)
+        try:
+            key = token()
+            sid = conn.open(f"/ws/bg/?token={key}")
+            conn.read_until(lambda: sid in conn.status)
+            assert conn.status[sid] == 200
+            conn.send(sid, TextMessage("hi"))
+            conn.read_until(lambda: bool(conn.texts(sid)))
+            assert conn.texts(sid) == ["echo:hi"]
+            conn.send(sid, CloseConnection(code=1000))
+            conn.read_until(lambda: sid in conn.ended)
+        finally:
+            conn.close()
+        assert records(server.url, f"{key}:accepted") == [True]
+
+
+def test_a_drain_sends_goaway_then_closes_each_websocket_with_1012() -> None:
+    with channelserver("core_app:app") as server:
+        assert server.port is not None
+        conn = H2WebSockets(server.port)
+        try:
+            sids = [conn.open("/ws/echo") for _ in range(3)]
+            conn.read_until(lambda: all(sid in conn.status for sid in sids))
+            server.signal(signal.SIGTERM)
+            conn.read_until(lambda: all(conn.closes(sid) for sid in sids))
+        finally:
+            conn.close()
+        assert conn.goaway is not None and conn.goaway.error_code == 0
+        assert [conn.closes(sid) for sid in sids] == [[1012]] * 3
+        assert server.wait() == 0, server.text
