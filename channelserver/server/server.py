@@ -33,6 +33,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -129,6 +130,28 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+#: How long a TLS connection being closed waits for the client's close_notify before it is
+#: dropped. asyncio and uvloop wait 30 s by default: a client that keeps an idle
+#: keep-alive connection and does not read (a connection pool) would hold a drain that long.
+TLS_SHUTDOWN_TIMEOUT = 2.0
+
+
+async def _create_server(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    sock: socket.socket,
+    backlog: int,
+    context: ssl.SSLContext | None,
+) -> asyncio.AbstractServer:
+    if context is None:
+        return await loop.create_server(factory, sock=sock, backlog=backlog)
+    shutdown: dict[str, Any] = {"ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT}
+    try:
+        return await loop.create_server(factory, sock=sock, backlog=backlog, ssl=context, **shutdown)
+    except TypeError:  # Python 3.10's asyncio has no ssl_shutdown_timeout
+        return await loop.create_server(factory, sock=sock, backlog=backlog, ssl=context)
+
+
 class Server:
     def __init__(
         self,
@@ -177,9 +200,7 @@ class Server:
             sockets = [bind_socket(self.config)]
         self.sockets = sockets
         for sock in sockets:
-            listener = await loop.create_server(
-                lambda: ConnectionProtocol(state), sock=sock, backlog=self.config.backlog, ssl=context
-            )
+            listener = await _create_server(loop, lambda: ConnectionProtocol(state), sock, self.config.backlog, context)
             self.listeners.append(listener)
             self.bound.append(describe_socket(sock, tls=context is not None))
             if sock.family != socket.AF_UNIX:

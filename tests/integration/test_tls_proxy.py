@@ -23,8 +23,10 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,6 +397,26 @@ def test_minimum_version_tls13_refuses_a_tls12_client(pki: PKI) -> None:
         assert https_scope(proc.port, client_context(pki))["scheme"] == "https"
         proc.stop()
     assert_no_traceback(proc.text)
+
+
+def test_an_idle_tls_keep_alive_connection_does_not_hold_the_drain(pki: PKI) -> None:
+    """A client that keeps its TLS connection and does not read it (a connection pool)
+    never answers the server's close_notify: the drain waits for it a bounded moment
+    (TLS_SHUTDOWN_TIMEOUT, 2 s), not graceful_timeout (asyncio's and uvloop's 30 s)."""
+    with tls_server(pki, "--graceful-timeout", "20") as server:
+        assert server.port is not None
+        conn = tls_connection(server.port, client_context(pki))
+        try:
+            conn.request("GET", "/scope")
+            assert conn.read_response().status == 200
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert server.wait(15) == 0, server.text
+            took = time.monotonic() - started
+        finally:
+            conn.sock.close()
+    assert took < 6.0, f"the drain took {took:.1f}s"
+    assert "still open after graceful_timeout" not in server.text
 
 
 def test_default_minimum_version_serves_tls12(tls: ServerProcess, pki: PKI) -> None:
