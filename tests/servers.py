@@ -200,6 +200,23 @@ def channelserver(app: str, *flags: str, **kwargs: object) -> ServerProcess:
     return ServerProcess([PYTHON, "-m", "channelserver", "--host", "127.0.0.1", "--port", "0", app, *flags], **kwargs)  # type: ignore[arg-type]
 
 
+HTTPS_READY = re.compile(rb"Listening on https://127\.0\.0\.1:(\d+)")
+
+
+def tls_channelserver(app: str, cert: Path, key: Path, *flags: str, **kwargs: object) -> ServerProcess:
+    """:func:`channelserver` over TLS with ``cert`` and ``key``; its port read from the
+    ``Listening on https://`` line (the process is stopped if it never comes)."""
+    server = channelserver(
+        app, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), *flags, wait_for_port=False, **kwargs
+    )
+    try:
+        server.port = server.wait_for(HTTPS_READY, 30)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def daphne(app: str, *flags: str, **kwargs: object) -> ServerProcess:
     return ServerProcess([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", *flags, app], **kwargs)  # type: ignore[arg-type]
 

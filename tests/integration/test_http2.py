@@ -27,11 +27,10 @@ from hyperframe.frame import DataFrame, Frame
 
 from tests.apps.wire import records, token
 from tests.integration.test_tls_proxy import PKI, make_pki
-from tests.servers import ServerProcess, channelserver
+from tests.servers import ServerProcess, channelserver, tls_channelserver
 
 pytestmark = pytest.mark.timeout(60)
 
-HTTPS_READY = re.compile(rb"Listening on https://127\.0\.0\.1:(\d+)")
 CURL = shutil.which("curl")
 
 
@@ -53,17 +52,7 @@ def cleartext() -> Iterator[ServerProcess]:
 
 
 def tls_server(pki: PKI, *flags: str) -> ServerProcess:
-    server = channelserver(
-        "core_app:app",
-        "--ssl-certfile",
-        str(pki.server_cert),
-        "--ssl-keyfile",
-        str(pki.server_key),
-        *flags,
-        wait_for_port=False,
-    )
-    server.port = server.wait_for(HTTPS_READY, 30)
-    return server
+    return tls_channelserver("core_app:app", pki.server_cert, pki.server_key, *flags)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import shutil
 import ssl
 import subprocess
@@ -40,12 +39,11 @@ import pytest
 from tests.apps.wire import ERROR_LINE, token
 from tests.demo.conftest import require_executable
 from tests.integration.test_tls_proxy import PKI, make_pki
-from tests.servers import ServerProcess, channelserver
+from tests.servers import ServerProcess, tls_channelserver
 
 pytestmark = pytest.mark.timeout(90)
 
 APP = "tests.integration.h2_apps:app"
-HTTPS_READY = re.compile(rb"Listening on https://127\.0\.0\.1:(\d+)")
 #: Generous: every wait ends on an event; this only bounds a failure.
 TIMEOUT_MS = 30_000
 #: As tests/demo/test_browser.py launches Chromium.
@@ -94,23 +92,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 def tls_server(pki: PKI, *flags: str) -> ServerProcess:
-    server = channelserver(
-        APP,
-        "--workers",
-        "1",
-        "--ssl-certfile",
-        str(pki.server_cert),
-        "--ssl-keyfile",
-        str(pki.server_key),
-        *flags,
-        wait_for_port=False,
-    )
-    try:
-        server.port = server.wait_for(HTTPS_READY, 30)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return tls_channelserver(APP, pki.server_cert, pki.server_key, "--workers", "1", *flags)
 
 
 class App:

@@ -43,12 +43,11 @@ import pytest
 from tests.apps.wire import ERROR_LINE, token
 from tests.demo.conftest import require_executable
 from tests.integration.test_tls_proxy import PKI, make_pki
-from tests.servers import ServerProcess, channelserver
+from tests.servers import ServerProcess, channelserver, tls_channelserver
 
 pytestmark = pytest.mark.timeout(90)
 
 APP = "tests.integration.h2_apps:app"
-HTTPS_READY = re.compile(rb"Listening on https://127\.0\.0\.1:(\d+)")
 
 
 # -- servers ----------------------------------------------------------------------------------
@@ -58,23 +57,7 @@ def serve(*flags: str, pki: PKI | None = None) -> ServerProcess:
     """The test app on one worker, cleartext or (given ``pki``) TLS."""
     if pki is None:
         return channelserver(APP, "--workers", "1", *flags)
-    server = channelserver(
-        APP,
-        "--workers",
-        "1",
-        "--ssl-certfile",
-        str(pki.server_cert),
-        "--ssl-keyfile",
-        str(pki.server_key),
-        *flags,
-        wait_for_port=False,
-    )
-    try:
-        server.port = server.wait_for(HTTPS_READY, 30)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return tls_channelserver(APP, pki.server_cert, pki.server_key, "--workers", "1", *flags)
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,12 @@ from tests.demo.conftest import fresh_db, migrate, require_executable
 from tests.integration.test_http2_browser import (
     CHROMIUM_ARGS,
     H1_CONNECTIONS,
-    HTTPS_READY,
     TIMEOUT_MS,
     assert_quiet,
     spki_sha256,
 )
 from tests.integration.test_tls_proxy import PKI, make_pki
-from tests.servers import ServerProcess, channelserver
+from tests.servers import ServerProcess, tls_channelserver
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,24 +89,8 @@ def demo_db(template_db: Path, tmp_path: Path) -> Path:
 
 def demo_tls_server(pki: PKI, db: Path, *flags: str) -> ServerProcess:
     """The demo with the event-stream routes, over TLS, one worker (the counts live in it)."""
-    server = channelserver(
-        APP,
-        "--workers",
-        "1",
-        "--ssl-certfile",
-        str(pki.server_cert),
-        "--ssl-keyfile",
-        str(pki.server_key),
-        *flags,
-        env={"DEMO_DB": str(db), "DJANGO_SETTINGS_MODULE": "demo_project.settings"},
-        wait_for_port=False,
-    )
-    try:
-        server.port = server.wait_for(HTTPS_READY, 30)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    env = {"DEMO_DB": str(db), "DJANGO_SETTINGS_MODULE": "demo_project.settings"}
+    return tls_channelserver(APP, pki.server_cert, pki.server_key, "--workers", "1", *flags, env=env)
 
 
 class Control:

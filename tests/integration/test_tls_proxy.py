@@ -37,11 +37,10 @@ from websockets.sync.client import connect
 
 from bench.hardening import server_env
 from tests.apps.wire import ERROR_LINE, RawConnection
-from tests.servers import ServerProcess, channelserver
+from tests.servers import ServerProcess, channelserver, tls_channelserver
 
 APP = "hardening_apps:app"
 PASSWORD = "correct horse battery staple"
-HTTPS_READY = re.compile(rb"Listening on https://127\.0\.0\.1:(\d+)")
 
 
 def assert_no_traceback(text: str) -> None:
@@ -231,18 +230,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 def tls_server(pki: PKI, *flags: str, key: Path | None = None) -> ServerProcess:
-    proc = channelserver(
-        APP,
-        "--ssl-certfile",
-        str(pki.server_cert),
-        "--ssl-keyfile",
-        str(key or pki.server_key),
-        *flags,
-        env=server_env(),
-        wait_for_port=False,
-    )
-    proc.port = proc.wait_for(HTTPS_READY, 30)
-    return proc
+    return tls_channelserver(APP, pki.server_cert, key or pki.server_key, *flags, env=server_env())
 
 
 def client_context(
