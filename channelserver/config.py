@@ -192,6 +192,15 @@ class Config:
         unit="seconds",
         group="http",
     )
+    h2_stall_timeout: float | None = option(
+        30.0,
+        "HTTP/2: a stream whose response has waited this long for the client's flow-control "
+        "window, with not a byte sent, is reset and its app's send() raises "
+        "ClientDisconnected: a client that answers PINGs but never opens its window holds "
+        "no app forever. Unset turns it off.",
+        unit="seconds",
+        group="http",
+    )
     keep_alive_timeout: float = option(
         5.0, "Close an idle keep-alive connection after this long.", unit="seconds", group="http"
     )

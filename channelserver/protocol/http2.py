@@ -116,6 +116,8 @@ def is_preface(data: bytes) -> bool | None:
     return False
 
 
+#: The stall timer of a stream waiting for the client's window: ``h2_stall:<stream id>``.
+_STALL_TIMER = "h2_stall:"
 #: Timer names of a WebSocket stream's machine: ``ws:<stream id>:<its own name>``.
 _WS_TIMER = "ws:"
 #: What an HTTP/1.1 handshake has and RFC 8441's does not (the stream is the upgrade).
@@ -185,7 +187,9 @@ class StreamCycle(HTTPCycle):
         "outbox",
         "request_ended",
         "returned",
+        "sent",
         "sent_end",
+        "stall_mark",
         "stream_id",
         "told",
         "trailers",
@@ -212,6 +216,9 @@ class StreamCycle(HTTPCycle):
         self.trailers: list[tuple[bytes, bytes]] = []
         self.trailers_ready = False
         self.request_ended = False
+        #: DATA bytes sent; and what it was when the stall timer was armed (None: not armed).
+        self.sent = 0
+        self.stall_mark: int | None = None
         self.body_received = 0
         #: Flow-controlled bytes delivered and not yet given back to the client.
         self.unacked = 0
@@ -254,6 +261,7 @@ class HTTP2Connection(Machine):
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         websocket: Callable[[UpgradeRequest], Machine] | None = None,
+        stall_timeout: float | None = 30.0,
     ) -> None:
         """``scheme``: the transport's ("https" under TLS, "http" for h2c); the client's
         ``:scheme`` is a claim, as HTTP/1.1's absolute-form target, and is not used.
@@ -305,6 +313,10 @@ class HTTP2Connection(Machine):
         #: an extended CONNECT with ``:protocol websocket`` opens one, by stream id.
         self.websocket = websocket
         self.ws: dict[int, _WebSocketStream] = {}
+        #: A stream whose DATA has waited this long for the client's window without a byte
+        #: going out is reset and its app told: a client that never opens its window
+        #: (reading nothing, yet answering PINGs) holds no app forever.
+        self.stall_timeout = stall_timeout
         self.flood_limits = {
             "PING": max_pings,
             "SETTINGS": max_settings,
@@ -511,6 +523,8 @@ class HTTP2Connection(Machine):
             self._close_all(actions)
             actions.append(CloseTransport())
             return actions
+        if name.startswith(_STALL_TIMER):
+            return self._stalled(int(name[len(_STALL_TIMER) :]))
         if name.startswith(_WS_TIMER):
             sid_text, _, inner = name[len(_WS_TIMER) :].partition(":")
             ws = self.ws.get(int(sid_text))
@@ -954,10 +968,14 @@ class HTTP2Connection(Machine):
         while outbox:
             window = conn.local_flow_control_window(sid)
             if window <= 0:
+                if cycle.stall_mark is None and self.stall_timeout is not None:
+                    cycle.stall_mark = cycle.sent
+                    actions.append(SetTimer(f"{_STALL_TIMER}{sid}", self.stall_timeout))
                 return
             size = min(window, conn.max_outbound_frame_size, len(outbox))
             chunk = bytes(outbox[:size])
             del outbox[:size]
+            cycle.sent += size
             last = not outbox and cycle.end_queued and not cycle.want_trailers
             conn.send_data(sid, chunk, end_stream=last)
             if last:
@@ -1036,6 +1054,37 @@ class HTTP2Connection(Machine):
         same read is closed by the time its request is looked at."""
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.h2.reset_stream(sid, code)
+
+    def _stalled(self, sid: int) -> list[Action]:
+        """The stall timer of stream ``sid``: if nothing went out since it was armed and
+        DATA still waits for the window, the stream is reset and its app told (its
+        ``send()`` raises ``ClientDisconnected``); if some went out, it waits again."""
+        ws = self.ws.get(sid)
+        cycle = ws.stream if ws is not None else self.streams.get(sid)
+        if cycle is None or cycle.stall_mark is None or self.phase is Phase.CLOSED:
+            return []
+        mark, cycle.stall_mark = cycle.stall_mark, None
+        if not cycle.outbox or cycle.sent_end:
+            return []
+        actions: list[Action] = []
+        if cycle.sent != mark:  # it moved: wait again
+            cycle.stall_mark = cycle.sent
+            assert self.stall_timeout is not None
+            return [SetTimer(f"{_STALL_TIMER}{sid}", self.stall_timeout)]
+        actions.append(
+            Log(
+                "info",
+                f"HTTP/2 stream {sid} of {self.client_text} got no flow-control window for "
+                f"{self.stall_timeout}s; reset it ({len(cycle.outbox)} bytes unsent)",
+            )
+        )
+        self._reset_stream(cycle, ErrorCodes.CANCEL, actions)
+        if ws is not None:
+            self._ws_gone(ws, actions)
+        elif cycle.app:
+            self._peer_gone(cycle, actions)
+        self._forget_if_done(cycle, actions)
+        return self._flush(actions)
 
     # -- WebSockets over HTTP/2 (RFC 8441) ----------------------------------------------------
     def _open_websocket(

@@ -381,6 +381,7 @@ class ConnectionProtocol(asyncio.Protocol):
             ping_interval=config.h2_ping_interval,
             ping_timeout=config.h2_ping_timeout,
             websocket=self._stream_websocket,
+            stall_timeout=config.h2_stall_timeout,
         )
         if upgrade is None:
             self.run(self.machine.start())
@@ -458,6 +459,8 @@ class ConnectionProtocol(asyncio.Protocol):
             return
         del self.deadlines[name]
         self.run(self.machine.timer_fired(name))
+        if self.heard_waiters:  # an HTTP/2 stream reset by its stall timer: its app goes on
+            self._release(self.heard_waiters)
 
     # -- logging ---------------------------------------------------------------------------
     def _log(self, action: Log) -> None:
