@@ -178,6 +178,16 @@ class Page:
         result: dict[str, list[str]] = self.page.evaluate("window.results")
         return result
 
+    def protocols(self) -> list[str]:
+        """What the page's Performance API says each of its fetches went over: the page
+        itself, then its resources (its event streams among them), as Chromium names the
+        protocols ("h2", "http/1.1")."""
+        result: list[str] = self.page.evaluate(
+            "[...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]"
+            ".map(entry => entry.nextHopProtocol)"
+        )
+        return result
+
     def stream_errors(self) -> list[str]:
         result: list[str] = self.page.evaluate("window.errors")
         return result
@@ -212,8 +222,10 @@ def test_twenty_event_streams_share_one_http2_connection(browser: Any, pki: PKI)
             assert state == "all-done", page.stream_errors()
             assert page.results() == expected_results()
             assert page.stream_errors() == []
+            protocols = page.protocols()
         finally:
             page.close()
+        assert protocols and set(protocols) == {"h2"}, protocols
         counted = app.stats(group)
         requests = counted["requests"]
         assert [r["path"] for r in requests] == ["/page"] + ["/sse"] * STREAMS
@@ -234,8 +246,10 @@ def test_over_http1_the_twenty_streams_stall_at_six_connections(browser: Any, pk
             state = page.outcome()
             assert state == "all-done", page.stream_errors()
             assert page.results() == expected_results()
+            protocols = page.protocols()
         finally:
             page.close()
+        assert protocols and set(protocols) == {"http/1.1"}, protocols
         counted = app.stats(group)
         requests = counted["requests"]
         assert [r["path"] for r in requests] == ["/page"] + ["/sse"] * STREAMS
