@@ -11,7 +11,7 @@ ADDR ?= 127.0.0.1:8000
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: bench-scale test-deploy run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
+.PHONY: bench-h2 bench-scale test-deploy run test test-django6 test-py313 test-py310 venv system-deps autobahn lint typecheck importlint pytest bench bench-quick bench-channels docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,8 +83,13 @@ test-deploy: venv system-deps
 bench-scale: venv
 	$(PY) bench/scale.py
 
-bench: venv
+bench: venv system-deps
 	$(PY) bench/run.py
+	$(PY) bench/h2.py
+
+# HTTP/2 alone: h2load against channelserver, Hypercorn and Granian, h2c and TLS.
+bench-h2: venv system-deps
+	$(PY) bench/h2.py
 
 # Only the Channels workloads (bench/djproject), each server pinned to one CPU.
 bench-channels: venv
