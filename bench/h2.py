@@ -116,10 +116,18 @@ def h2load(url: str, requests: int, clients: int, streams: int) -> tuple[float, 
         timeout=300,
         check=False,
     )
-    rate = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", done.stdout)
-    counts = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", done.stdout)
-    if rate is None or counts is None:
+    parsed = parse_h2load(done.stdout)
+    if parsed is None:
         raise RuntimeError(f"h2load said:\n{done.stdout}\n{done.stderr}")
+    return parsed
+
+
+def parse_h2load(output: str) -> tuple[float, int, int] | None:
+    """(requests per second, succeeded, failed) from h2load's report, or None."""
+    rate = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", output)
+    counts = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", output)
+    if rate is None or counts is None:
+        return None
     return float(rate[1]), int(counts[1]), int(counts[2])
 
 
