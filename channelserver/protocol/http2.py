@@ -260,7 +260,7 @@ class HTTP2Connection(Machine):
         flood_window: float = 10.0,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
-        websocket: Callable[[UpgradeRequest], Machine] | None = None,
+        websocket: Callable[[UpgradeRequest, int], Machine] | None = None,
         stall_timeout: float | None = 30.0,
     ) -> None:
         """``scheme``: the transport's ("https" under TLS, "http" for h2c); the client's
@@ -313,6 +313,10 @@ class HTTP2Connection(Machine):
         #: an extended CONNECT with ``:protocol websocket`` opens one, by stream id.
         self.websocket = websocket
         self.ws: dict[int, _WebSocketStream] = {}
+        #: WebSocket streams a ``channelserver.drain`` hold keeps open: a drain's GOAWAY
+        #: leaves them be until :meth:`close_websocket` (the hold ended) or
+        #: :meth:`force_shutdown` (graceful_timeout).
+        self.held: set[int] = set()
         #: A stream whose DATA has waited this long for the client's window without a byte
         #: going out is reset and its app told: a client that never opens its window
         #: (reading nothing, yet answering PINGs) holds no app forever.
@@ -575,8 +579,17 @@ class HTTP2Connection(Machine):
         goaway = GoAwayFrame(0, last_stream_id=last, error_code=ErrorCodes.NO_ERROR)
         actions = [Write(conn.data_to_send() + goaway.serialize())]
         for ws in list(self.ws.values()):  # each closes with 1012 (or once its handshake ends)
-            actions.extend(self._from_ws(ws, ws.machine.shutdown()))
+            if ws.sid not in self.held:
+                actions.extend(self._from_ws(ws, ws.machine.shutdown()))
         return self._flush(actions)
+
+    def close_websocket(self, sid: int) -> list[Action]:
+        """The drain hold of WebSocket stream ``sid`` ended: close it with 1012 now."""
+        self.held.discard(sid)
+        ws = self.ws.get(sid)
+        if ws is None or self.phase is not Phase.DRAINING:
+            return []
+        return self._flush(self._from_ws(ws, ws.machine.shutdown()))
 
     def force_shutdown(self) -> list[Action]:
         """``graceful_timeout`` passed: close now; the apps still running are told."""
@@ -1099,7 +1112,7 @@ class HTTP2Connection(Machine):
         assert self.websocket is not None
         sid = stream.stream_id
         upgrade = [*headers, *_UPGRADE_FIELDS]
-        machine = self.websocket(UpgradeRequest(b"GET", target, upgrade, b"1.1"))
+        machine = self.websocket(UpgradeRequest(b"GET", target, upgrade, b"1.1"), sid)
         answer = h11.Connection(h11.CLIENT)
         host = next((value for name, value in headers if name == b"host"), b"localhost")
         answer.send(h11.Request(method=b"GET", target=target, headers=[(b"host", host), *_UPGRADE_FIELDS[:2]]))

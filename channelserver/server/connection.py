@@ -62,6 +62,7 @@ class ConnectionProtocol(asyncio.Protocol):
         "drain_waiters",
         "h2",
         "heard_waiters",
+        "stream_drains",
         "instances",
         "loop",
         "lost",
@@ -112,6 +113,8 @@ class ConnectionProtocol(asyncio.Protocol):
         self.sniffed: bytes | None = None
         #: HTTP/2 apps whose ``send()`` waits for the client's window to open.
         self.heard_waiters: list[asyncio.Future[None]] = []
+        #: The drain of each WebSocket carried by an HTTP/2 stream, by stream id.
+        self.stream_drains: dict[int, ConnectionDrain] = {}
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -344,6 +347,7 @@ class ConnectionProtocol(asyncio.Protocol):
         actions = instance.machine.app_returned(instance.cycle, exc)
         if stream is not None:
             actions = self.machine.from_websocket(stream, actions)  # type: ignore[attr-defined]
+            self.stream_drains.pop(stream, None)
         if actions:
             self.run(actions)
         self.instances.pop(instance.cycle, None)
@@ -433,12 +437,19 @@ class ConnectionProtocol(asyncio.Protocol):
             handshake_timeout=config.ws_handshake_timeout,
         )
 
-    def _stream_websocket(self, request: Any) -> WebSocketConnection:
-        """For the HTTP/2 machine: the WebSocket machine of an extended CONNECT (RFC 8441).
-        A drain closes it with 1012 when the connection drains; its ``channelserver.drain``
-        extension says when the drain starts (no hold: a stream is not held open)."""
-        drain = {"started": self.state.drain_started, "graceful_timeout": self.state.config.graceful_timeout}
-        return self._websocket(request, b"", {DRAIN_EXTENSION: drain})
+    def _stream_websocket(self, request: Any, sid: int) -> WebSocketConnection:
+        """For the HTTP/2 machine: the WebSocket machine of an extended CONNECT (RFC 8441)
+        on stream ``sid``, with a ``channelserver.drain`` of its own: a drain closes it with
+        1012 at the GOAWAY, or when its app's last hold ends (up to graceful_timeout)."""
+        drain = ConnectionDrain(self.state.drain_started, self.state.config.graceful_timeout, lambda: None)
+        drain.on_idle = lambda: self._stream_drained(sid)
+        self.stream_drains[sid] = drain
+        return self._websocket(request, b"", {DRAIN_EXTENSION: drain.extension()})
+
+    def _stream_drained(self, sid: int) -> None:
+        self.stream_drains.pop(sid, None)
+        if not self.lost:
+            self.run(self.machine.close_websocket(sid))  # type: ignore[attr-defined]
 
     # -- timers: entries in the worker's TimerHeap, re-armed lazily ------------------------
     def _set_timer(self, name: str, delay: float) -> None:
@@ -481,6 +492,9 @@ class ConnectionProtocol(asyncio.Protocol):
         drain = self.ws_drain
         if drain is not None and not drain.begin():
             return
+        if self.stream_drains:  # HTTP/2: the WebSockets its apps hold wait for their hold
+            held: set[int] = self.machine.held  # type: ignore[attr-defined]
+            held.update(sid for sid, stream_drain in self.stream_drains.items() if not stream_drain.begin())
         self.run(self.machine.shutdown())
 
     def drain_begins(self) -> None:

@@ -3,12 +3,29 @@
 - ``/pathsend?path=P``: starts a response, then ``http.response.pathsend`` of file ``P``;
   records in the response header ``x-offered`` whether the scope named the extension.
 - ``/early-hint``: an ``http.response.early_hint`` with two links, then a 200.
+- WebSocket ``/ws/hold``: accepts, takes a ``channelserver.drain`` hold, echoes, and lets
+  the hold go when it receives ``release``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import parse_qs
+
+
+async def hold_until_released(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    hold = scope["extensions"]["channelserver.drain"]["hold"]()
+    hold.__enter__()
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            hold.__exit__(None, None, None)
+            return
+        if message.get("text") == "release":
+            hold.__exit__(None, None, None)
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -18,6 +35,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
         await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] == "websocket":
+        await hold_until_released(scope, receive, send)
         return
     await receive()
     extensions = scope.get("extensions") or {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -136,6 +137,11 @@ class H2WebSockets:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
 
+    def send_after_goaway(self, sid: int, event: Event) -> None:
+        """A frame on a stream the server's GOAWAY let through (h2's client sends nothing
+        after one): a DATA frame made by hand."""
+        self.sock.sendall(DataFrame(sid, data=self.ws[sid].send(event)).serialize())
+
     def texts(self, sid: int) -> list[str]:
         return [e.data for e in self.received[sid] if isinstance(e, TextMessage)]
 
@@ -258,4 +264,26 @@ def test_a_drain_sends_goaway_then_closes_each_websocket_with_1012() -> None:
             conn.close()
         assert conn.goaway is not None and conn.goaway.error_code == 0
         assert [conn.closes(sid) for sid in sids] == [[1012]] * 3
+        assert server.wait() == 0, server.text
+
+
+def test_a_drain_hold_keeps_its_websocket_stream_open_until_it_ends() -> None:
+    """The ``channelserver.drain`` extension on an HTTP/2 stream: a held WebSocket is not
+    closed at the GOAWAY, but with 1012 the moment its app lets the hold go."""
+    with channelserver("extensions_app:app", env={"PYTHONPATH": str(Path(__file__).parent)}) as server:
+        assert server.port is not None
+        conn = H2WebSockets(server.port)
+        try:
+            held = conn.open("/ws/hold")
+            conn.read_until(lambda: held in conn.status)
+            server.signal(signal.SIGTERM)
+            conn.read_until(lambda: conn.goaway is not None)
+            conn.send_after_goaway(held, TextMessage("still served"))
+            conn.read_until(lambda: bool(conn.texts(held)))
+            assert conn.texts(held) == ["still served"] and conn.closes(held) == []
+            conn.send_after_goaway(held, TextMessage("release"))
+            conn.read_until(lambda: bool(conn.closes(held)))
+        finally:
+            conn.close()
+        assert conn.closes(held) == [1012]
         assert server.wait() == 0, server.text

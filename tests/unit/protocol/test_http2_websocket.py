@@ -21,7 +21,7 @@ from .helpers import CLIENT, SERVER
 from .test_http2 import H2Pair
 
 
-def factory(request: Any) -> WebSocketConnection:
+def factory(request: Any, sid: int) -> WebSocketConnection:
     return WebSocketConnection(request, b"", client=CLIENT, server=SERVER, ping_interval=None, handshake_timeout=None)
 
 
