@@ -26,7 +26,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.management.color import Style, color_style, no_style
 
-from .server.log import ACCESS, BatchingStreamHandler, SecondFormatter
+from .server.log import ACCESS, BatchingStreamHandler, SecondFormatter, writes_access_text
 
 __all__ = [
     "LOGGER_NAMES",
@@ -70,6 +70,7 @@ def status_role(style: Style, status: int | None) -> Callable[[str], str]:
     return style.HTTP_SERVER_ERROR
 
 
+@writes_access_text
 class AccessFormatter(SecondFormatter):
     """``[time] message``, coloured by the record's ``status_code``; a JSON access line
     (``--access-log-format json``) bare.
@@ -85,6 +86,10 @@ class AccessFormatter(SecondFormatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         return status_role(self.style, getattr(record, "status_code", None))(line)
+
+    def access_text(self, created: float, msecs: float, message: str, status_code: int | None) -> str | None:
+        line = super().access_text(created, msecs, message, status_code)
+        return None if line is None else status_role(self.style, status_code)(line)
 
 
 class ErrorFormatter(SecondFormatter):
@@ -103,6 +108,7 @@ class ErrorFormatter(SecondFormatter):
         return line
 
 
+@writes_access_text
 class ConsoleFormatter(logging.Formatter):
     """The console handler's formatter: an access line (a record of
     ``channelserver.access`` or below it) as :class:`AccessFormatter` writes it, any other
@@ -119,6 +125,10 @@ class ConsoleFormatter(logging.Formatter):
         if name == ACCESS or name.startswith(_ACCESS_CHILD):
             return self.access.format(record)
         return self.error.format(record)
+
+    def access_text(self, created: float, msecs: float, message: str, status_code: int | None) -> str | None:
+        """What :meth:`format` writes for an access record (see ``SecondFormatter.access_text``)."""
+        return self.access.access_text(created, msecs, message, status_code)
 
 
 _ACCESS_CHILD = ACCESS + "."

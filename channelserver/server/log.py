@@ -13,7 +13,9 @@ shutdown, application errors). This module holds:
   second;
 - :class:`RateLimit`, which keeps a flood of bad clients from flooding the log;
 - :func:`access_line`, the access log's line for one finished app instance, as text or as
-  one JSON object.
+  one JSON object: a ``LogRecord`` handed to ``Logger.handle``, or, when the server's own
+  handler is the only thing on the way (the default set-up, nothing added), the same line
+  made without the record (see ``_sole_handler``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import contextvars
 import json
 import logging
 import os
+import re
 import select
 import sys
 import threading
 import time
 import weakref
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 from ..protocol.asgi_http import State as HTTPState
 from ..protocol.machine import Machine
@@ -55,6 +58,7 @@ error_log = logging.getLogger(ERROR)
 access_log = logging.getLogger(ACCESS)
 _INFO = logging.INFO
 _LogRecord = logging.LogRecord
+_F = TypeVar("_F", bound=logging.Formatter)
 
 
 class SecondFormatter(logging.Formatter):
@@ -75,6 +79,63 @@ class SecondFormatter(logging.Formatter):
         #: A ``%``-style format without defaults: ``_fmt % record.__dict__`` is its text.
         self._percent = type(style) is logging.PercentStyle and not getattr(style, "_defaults", None)
         self._uses_time = self.usesTime()
+        #: An access line's text around its time and message, for this process (see
+        #: :meth:`access_text`): (pid, the literal pieces, the fields between them).
+        self._access_pieces: tuple[int, tuple[str, ...], tuple[str, ...]] | None = None
+        self._prefix = ""
+        self._prefix_second = self._prefix_msecs = -1.0
+        self._prefix_datefmt: str | None = None
+        self._prefix_pieces: tuple[int, tuple[str, ...], tuple[str, ...]] | None = None
+
+    def access_text(self, created: float, msecs: float, message: str, status_code: int | None) -> str | None:
+        """What :meth:`format` writes for an access record (INFO, ``channelserver.access``,
+        no exception) made at ``created``/``msecs`` with ``message``, worked out without
+        the record; None when the format names a field other than those of
+        :data:`_ACCESS_FIELDS`. (``status_code`` is for subclasses that colour the line.)
+
+        The format is applied once per process, with markers where the time and the
+        message go; each line is those pieces around its time and message."""
+        pid = _pid or _read_pid()
+        pieces = self._access_pieces
+        if pieces is None or pieces[0] != pid:
+            pieces = self._access_pieces = self._pieces(pid)
+        _, texts, between = pieces
+        if between == _TIME_THEN_MESSAGE:
+            # the text up to the message, kept for the millisecond (many lines share one)
+            second, datefmt = created // 1, self.datefmt
+            if (
+                second != self._prefix_second
+                or msecs != self._prefix_msecs
+                or datefmt != self._prefix_datefmt
+                or pieces is not self._prefix_pieces
+            ):
+                self._prefix = texts[0] + self._time_text(created, msecs, datefmt) + texts[1]
+                self._prefix_second, self._prefix_msecs, self._prefix_datefmt = second, msecs, datefmt
+                self._prefix_pieces = pieces
+            return self._prefix + message + texts[2]
+        if between == ("message",):
+            return f"{texts[0]}{message}{texts[1]}"
+        if not texts:
+            return None
+        values = {"asctime": self._time_text(created, msecs, self.datefmt), "message": message}
+        parts = [texts[0]]
+        for name, text in zip(between, texts[1:], strict=True):
+            parts += (values[name], text)
+        return "".join(parts)
+
+    def _pieces(self, pid: int) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+        """The format applied to an access record's fixed fields and to markers for its
+        time and message, cut at the markers; no pieces when it cannot be (a field of its
+        own, a time or message named twice, not a ``%``-style format)."""
+        if not self._percent or not set(_FIELD.findall(self._style._fmt)) <= _ACCESS_FIELDS:
+            return pid, (), ()
+        fields = {"levelname": "INFO", "levelno": _INFO, "name": ACCESS, "process": pid}
+        fields.update(asctime="\x00asctime\x00", message="\x00message\x00")
+        cut = _MARKER.split(self._style._fmt % fields)
+        texts, between = tuple(cut[0::2]), tuple(cut[1::2])
+        if len(set(between)) != len(between):
+            return pid, (), ()
+        return pid, texts, between
 
     def format(self, record: logging.LogRecord) -> str:
         if "access" in record.__dict__:
@@ -98,14 +159,38 @@ class SecondFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = record.created // 1
+        return self._time_text(record.created, record.msecs, datefmt)
+
+    def _time_text(self, created: float, msecs: float, datefmt: str | None) -> str:
+        second = created // 1
         cached, cached_fmt, text = self._second
         if second != cached or datefmt != cached_fmt:
-            text = time.strftime(datefmt or self.default_time_format, self.converter(record.created))
+            text = time.strftime(datefmt or self.default_time_format, self.converter(created))
             self._second = (second, datefmt, text)
         if datefmt:
             return text
-        return self.default_msec_format % (text, record.msecs) if self.default_msec_format else text
+        return self.default_msec_format % (text, msecs) if self.default_msec_format else text
+
+
+#: The fields of an access record :meth:`SecondFormatter.access_text` knows without the record.
+_ACCESS_FIELDS = frozenset(("message", "asctime", "levelname", "levelno", "name", "process"))
+_FIELD = re.compile(r"%\((\w+)\)")
+_MARKER = re.compile("\x00(asctime|message)\x00")
+_TIME_THEN_MESSAGE = ("asctime", "message")
+#: The formatter classes whose ``access_text`` writes what their ``format`` writes for an
+#: access record (see :func:`writes_access_text`).
+_ACCESS_TEXT_CLASSES: set[type[logging.Formatter]] = set()
+
+
+def writes_access_text(cls: type[_F]) -> type[_F]:
+    """Class decorator: ``cls.access_text`` writes what ``cls.format`` writes for an access
+    record, so the default handler may use it for a record only it would see. A subclass is
+    not trusted to until it says so too (it may format differently)."""
+    _ACCESS_TEXT_CLASSES.add(cls)
+    return cls
+
+
+writes_access_text(SecondFormatter)
 
 
 #: Lines up to this many bytes are written with one ``write``: to a pipe that several
@@ -151,8 +236,8 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._size = 0
         #: The loop whose next turn writes the waiting lines.
         self._soon: asyncio.AbstractEventLoop | None = None
-        #: The newest line's record, which a failed write is reported against.
-        self._last: logging.LogRecord | None = None
+        #: The newest line's record (or line), which a failed write is reported against.
+        self._last: logging.LogRecord | str = ""
         if not _batching:
             # Before logging.shutdown (atexit runs the last registered first), and for a
             # handler that logging.config.dictConfig took off its list of handlers.
@@ -167,11 +252,15 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self._keep(line, record, _get_running_loop(), record.levelno > _INFO)
+
+    def _keep(self, line: str, record: logging.LogRecord | str, loop: Any, now: bool) -> None:
+        """Keep ``line`` for the next turn of ``loop``; write it and those before it at once
+        when ``now``, when no loop runs, or above the limit (the caller holds the lock)."""
         self._lines.append(line)
         self._size += len(line) if line.isascii() else 4 * len(line)
         self._last = record
-        loop = _get_running_loop()
-        if loop is None or record.levelno > _INFO or self._size >= self.limit:
+        if loop is None or now or self._size >= self.limit:
             self._write()
             return
         soon = self._soon
@@ -182,6 +271,34 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_soon(self._turn_over, context=_EMPTY_CONTEXT)
         else:  # a turn of another thread's loop would write them: do not wait for it
             self._write()
+
+    def emit_access(self, message: str, status_code: int | None, bare: bool) -> bool:
+        """Keep the line of an access record that nothing but this handler would see (see
+        :func:`_sole_handler`), made from its parts without the record: the same text, when
+        the formatter is one that can say it (:func:`writes_access_text`), on a running
+        loop. ``bare``: a JSON line, which the server's formatters write as it is. False
+        when it cannot: the caller then makes the record and hands it to ``Logger.handle``."""
+        loop = _get_running_loop()
+        formatter = self.formatter
+        if loop is None or type(formatter) not in _ACCESS_TEXT_CLASSES:
+            return False
+        text = message
+        if not bare:
+            if _NS_CLOCK:
+                created, msecs, _ = _stamp()
+            else:  # _stamp(), inlined
+                created = _time()
+                msecs = int((created - int(created)) * 1000) + 0.0
+            try:
+                made = formatter.access_text(created, msecs, message, status_code)  # type: ignore[union-attr]
+            except Exception:
+                return False  # the record's way reports it
+            if made is None:
+                return False
+            text = made
+        with self.lock:  # type: ignore[union-attr]
+            self._keep(text + self.terminator, text, loop, False)
+        return True
 
     def handle(self, record: logging.LogRecord) -> Any:
         """``Handler.handle``: the filters, then :meth:`emit` under the lock (without a
@@ -226,7 +343,10 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except RecursionError:
             raise
         except Exception:
-            self.handleError(self._last)  # type: ignore[arg-type]
+            last = self._last
+            if isinstance(last, str):  # a line made without its record: report it as one
+                last = logging.makeLogRecord({"name": ACCESS, "levelno": _INFO, "levelname": "INFO", "msg": last})
+            self.handleError(last)
 
     def flush(self) -> None:
         """Write the waiting lines, then flush the stream."""
@@ -316,17 +436,80 @@ _monotonic = time.monotonic
 _SOURCE = __file__
 
 
-def _emit(message: str, extra: dict[str, Any]) -> logging.LogRecord | None:
+def _emit(message: str, status_code: int | None) -> None:
+    """The access line's way through ``logging``: a record, handed to ``Logger.handle``
+    (unless the default handler, the only one that would see it, takes the line)."""
     logger = access_log
-    if not logger.isEnabledFor(_INFO):
-        return None
-    record = _record(logger, message, extra)
-    logger.handle(record)
-    return record
+    handler = _sole_handler(logger)
+    if handler is not None and handler.emit_access(message, status_code, False):
+        return
+    logger.handle(_record(logger, message, {"status_code": status_code}))
 
 
 #: The line a record names as its caller's: :func:`_emit`'s first.
 _LINE = _emit.__code__.co_firstlineno
+
+# -- the default configuration's short way -----------------------------------------------------
+# With the logging ``python -m channelserver`` and ``runchannelserver`` set up (and nothing
+# added to it), an access record would be made, handed to Logger.handle, and reach one
+# handler, the server's own, whose formatter turns it into a line: nothing else would see it.
+# Then the line is made without the record, the same text (the tests compare the two). A
+# filter, another handler on the way (a LOGGING configuration, a test's capture), another
+# formatter, a record factory, a Logger class or method of someone else's (error trackers
+# patch Logger.callHandlers to see every record) each send the line the record's way.
+_Logger = logging.Logger
+_std_handle = logging.Logger.handle
+_std_call_handlers = logging.Logger.callHandlers
+
+
+def _sole_handler(logger: logging.Logger) -> BatchingStreamHandler | None:
+    """The server's default handler, when an INFO record of ``logger`` would reach it and
+    nothing else: else None."""
+    own = logger.__dict__
+    if (
+        logger.disabled
+        or logger.filters
+        or type(logger) is not _Logger
+        or _Logger.handle is not _std_handle
+        or _Logger.callHandlers is not _std_call_handlers
+        or _Logger.makeRecord is not _std_make_record
+        or logging.getLogRecordFactory() is not _LogRecord
+        or "handle" in own
+        or "callHandlers" in own
+        or "makeRecord" in own
+    ):
+        return None
+    found = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not BatchingStreamHandler
+                or handler.filters
+                or handler.level > _INFO
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
+def _stamp() -> tuple[float, float, float]:
+    """``created``, ``msecs`` and ``relativeCreated`` of a record made now, as this
+    Python's ``LogRecord.__init__`` works them out."""
+    if _NS_CLOCK:
+        ns = _time_ns()
+        created = ns / 1e9
+        msecs = (ns % 1_000_000_000) // 1_000_000 + 0.0
+        if msecs == 999.0 and int(created) != ns // 1_000_000_000:
+            msecs = 0.0
+        return created, msecs, (ns - _START) / 1e6
+    now = _time()
+    return now, int((now - int(now)) * 1000) + 0.0, (now - _START) * 1000
+
 
 # -- the access line's LogRecord, made quickly -----------------------------------------------
 # Every access record has the same name, level, source, line and function, so most of what
@@ -385,18 +568,7 @@ def _record(logger: logging.Logger, message: str, extra: dict[str, Any]) -> logg
         return logger.makeRecord(logger.name, _INFO, _SOURCE, _LINE, message, (), None, "access_line", extra)
     fields = template.copy()
     fields["msg"] = message
-    if _NS_CLOCK:
-        ns = _time_ns()
-        created = fields["created"] = ns / 1e9
-        msecs = (ns % 1_000_000_000) // 1_000_000 + 0.0
-        if msecs == 999.0 and int(created) != ns // 1_000_000_000:
-            msecs = 0.0
-        fields["msecs"] = msecs
-        fields["relativeCreated"] = (ns - _START) / 1e6
-    else:
-        now = fields["created"] = _time()
-        fields["msecs"] = int((now - int(now)) * 1000) + 0.0
-        fields["relativeCreated"] = (now - _START) * 1000
+    fields["created"], fields["msecs"], fields["relativeCreated"] = _stamp()
     if logging.logThreads:
         fields["thread"] = _get_ident()
         fields["threadName"] = _current_thread().name
@@ -455,11 +627,14 @@ def _make_template(logger: logging.Logger) -> dict[str, Any]:
 def access_line(instance: AppInstance, json_format: bool = False) -> None:
     """Log one finished app instance: an HTTP request with its status, or a WebSocket
     with whether it was accepted and its close code; as text, or as one JSON object."""
+    if not access_log.isEnabledFor(_INFO):
+        return
     if json_format:
         _json_line(instance)
         return
     scope = instance.scope
-    who = peer(scope.get("client")) or "-"
+    client = scope.get("client")
+    who = f"{client[0]}:{client[1]}" if client else "-"  # scope.peer(), inlined
     took = (_monotonic() - instance.started) * 1000
     if scope["type"] == "http":
         status = instance.status
@@ -468,14 +643,14 @@ def access_line(instance: AppInstance, json_format: bool = False) -> None:
         _emit(
             f'{who} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" '
             f"{'-' if status is None else status} {took:.1f}ms",
-            {"status_code": status},
+            status,
         )
     else:
         accepted, code = instance.machine.access_facts()
         verb = "WebSocket accepted" if accepted else "WebSocket rejected"
         _emit(
             f'{who} - "{verb} {scope["path"]}" closed {code or "-"} {took:.1f}ms',
-            {"status_code": 101 if accepted else 403},
+            101 if accepted else 403,
         )
 
 
@@ -545,11 +720,15 @@ _json_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 def _json_line(instance: AppInstance) -> None:
     logger = access_log
-    if not logger.isEnabledFor(_INFO):
-        return
     fields = access_fields(instance)
-    record = _record(logger, "", {"status_code": fields["status"]})
-    access = {"time": iso_utc(record.created), "pid": os.getpid(), **fields}
+    status = fields["status"]
+    handler = _sole_handler(logger)
+    if handler is not None:
+        text = _json_encode({"time": iso_utc(_stamp()[0]), "pid": _pid or _read_pid(), **fields})
+        if handler.emit_access(text, status, True):
+            return
+    record = _record(logger, "", {"status_code": status})
+    access = {"time": iso_utc(record.created), "pid": _pid or _read_pid(), **fields}
     record.access = access
     record.msg = _json_encode(access)
     logger.handle(record)
