@@ -5,7 +5,10 @@ Two kinds of workload, each served by one app that every server imports by the s
 
 - raw (``--workloads raw``: http, ws, post64k, stream1m): a raw ASGI app,
   :mod:`bench.apps`, so that only the server is measured. Default servers: channelserver,
-  Uvicorn (h11/wsproto), both again with their access logs on, Daphne, and the floor.
+  Uvicorn (h11/wsproto), both again with their access logs on, Daphne, and the floor;
+  on http and ws also channelserver with a JSON access log and with ``--metrics`` (access
+  log off; skipped with a message when ``python -m channelserver --help`` has no
+  ``--metrics``), reported side by side with no access log and the text one.
 - Channels (``--workloads channels``: ch-connect, ch-echo, ch-fanout-mem, ch-fanout-redis,
   dj-view): a small Django + Channels project, ``bench/djproject`` (``ProtocolTypeRouter``,
   ``AsyncWebsocketConsumer``, an async Django view), where Channels users spend their CPU.
@@ -175,6 +178,9 @@ class ServerSpec:
     ready: re.Pattern[bytes] | None
     workloads: tuple[str, ...] = WORKLOADS
     fixed_port: bool = False
+    #: A flag this server's command line uses that not every channelserver revision has:
+    #: the server is skipped, with a message, when ``--help`` does not list it.
+    needs_flag: str | None = None
 
 
 def _channelserver(*flags: str, access_log: bool = False) -> Callable[[list[str], str], list[str]]:
@@ -241,6 +247,25 @@ SERVERS = {
             "channelserver-log", "channelserver, access log", _AUTO_LOOP, _channelserver(access_log=True), _CS_READY
         ),
         ServerSpec("uvicorn-log", "uvicorn h11/wsproto, access log", _AUTO_LOOP, _uvicorn(access_log=True), _UV_READY),
+        # What the access log's format and the metrics cost, against ``channelserver``
+        # (no access log): the JSON line, and --metrics on its own port (access log off).
+        ServerSpec(
+            "channelserver-json",
+            "channelserver, JSON access log",
+            _AUTO_LOOP,
+            _channelserver("--access-log-format", "json", access_log=True),
+            _CS_READY,
+            ("http", "ws"),
+        ),
+        ServerSpec(
+            "channelserver-metrics",
+            "channelserver, --metrics",
+            _AUTO_LOOP,
+            _channelserver("--metrics", "127.0.0.1:0"),
+            _CS_READY,
+            ("http", "ws"),
+            needs_flag="--metrics",
+        ),
         ServerSpec("channelserver-asyncio", "channelserver", "asyncio", _channelserver("--loop", "asyncio"), _CS_READY),
         ServerSpec("uvicorn-asyncio", "uvicorn h11/wsproto", "asyncio", _uvicorn("--loop", "asyncio"), _UV_READY),
         ServerSpec("uvicorn-std", "uvicorn httptools/websockets", _AUTO_LOOP, _uvicorn_std, _UV_READY),
@@ -250,7 +275,16 @@ SERVERS = {
     )
 }
 #: The servers each kind of workload runs on unless ``--servers`` says otherwise.
-DEFAULT_SERVERS = ("channelserver", "uvicorn", "channelserver-log", "uvicorn-log", "daphne", "floor")
+DEFAULT_SERVERS = (
+    *("channelserver", "uvicorn", "channelserver-log", "channelserver-json", "channelserver-metrics", "uvicorn-log"),
+    *("daphne", "floor"),
+)
+#: The variants :func:`overheads` compares with ``channelserver`` (access log off).
+VARIANTS = {
+    "channelserver-log": "text access log",
+    "channelserver-json": "JSON access log",
+    "channelserver-metrics": "--metrics, no access log",
+}
 DEFAULT_CHANNELS_SERVERS = ("channelserver", "channelserver-log", "uvicorn", "uvicorn-std", "granian", "daphne")
 #: ``--workloads`` presets.
 PRESETS = {"raw": RAW_WORKLOADS, "channels": CHANNELS_WORKLOADS, "all": WORKLOADS}
@@ -554,6 +588,36 @@ def decomposition(cells: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return ["", table(rows, ["us CPU per operation", "request", "ws message"])]
 
 
+#: Issue 16: the default (text) access log costs at most this much of no log per request.
+ACCESS_LOG_TARGET = 1.3
+
+
+def overheads(cells: dict[str, dict[str, dict[str, Any]]], skipped: dict[str, str]) -> list[str]:
+    """channelserver with its access log (text, JSON) and with ``--metrics``, side by
+    side with the same server without them: server CPU per operation and the ratio."""
+    base = cells.get("channelserver", {})
+    rows = []
+    for name, what in VARIANTS.items():
+        row = cells.get(name)
+        if row is None:
+            continue
+        line = [what]
+        for workload in ("http", "ws"):
+            value = ratio(row.get(workload), base.get(workload))
+            line.append(f"{fmt_us(row.get(workload))} = {value:.2f}x" if value is not None else "-")
+        rows.append(line)
+    notes = [f"  {VARIANTS[name]}: skipped, {why}" for name, why in skipped.items() if name in VARIANTS]
+    if not rows:
+        return ["", *notes] if notes else []
+    rows.insert(0, ["no access log (channelserver)", fmt_us(base.get("http")), fmt_us(base.get("ws"))])
+    out = ["", table(rows, ["channelserver, us CPU and x of no access log", "request", "ws message"]), *notes]
+    text = ratio(cells.get("channelserver-log", {}).get("http"), base.get("http"))
+    if text is not None:
+        verdict = "met" if text <= ACCESS_LOG_TARGET else "MISSED"
+        out.append(f"  text access log / no log, per request: {text:.2f}x (target <= {ACCESS_LOG_TARGET}x: {verdict})")
+    return out
+
+
 def channels_tables(results: dict[str, Any]) -> list[str]:
     """The Channels workloads: server CPU per operation, then operations per second."""
     cells: dict[str, dict[str, dict[str, Any]]] = results["summary"]
@@ -639,6 +703,7 @@ def report(results: dict[str, Any]) -> tuple[str, bool]:
                 what = workload if workload in CHANNELS_WORKLOADS else UNITS[workload]
                 out.append(f"  channelserver / {other:<26} {what:<14} {value:5.2f}x")
     out.extend(decomposition(cells))
+    out.extend(overheads(cells, results.get("skipped", {})))
     out.extend(before_after(results))
     shares = []
     for name in results["servers"]:
@@ -809,6 +874,49 @@ def select_pairs(args: argparse.Namespace) -> tuple[list[str], dict[str, list[st
     return names, per_workload
 
 
+def source_of(args: argparse.Namespace, name: str) -> str | None:
+    """The snapshot a server runs from (None: the working tree, or not channelserver)."""
+    if BASELINE_MARK in name:
+        return str(args.baseline_source)
+    return str(args.source) if args.source and name.startswith("channelserver") else None
+
+
+_FLAGS: dict[tuple[str | None, str], bool] = {}
+
+
+def supports(flag: str, source: str | None) -> bool:
+    """Whether ``python -m channelserver --help``, as of ``source``, lists ``flag``."""
+    key = (source, flag)
+    if key not in _FLAGS:
+        done = subprocess.run(
+            [PYTHON, "-m", "channelserver", "--help"],
+            cwd=source or ROOT,
+            env=child_env(None, source),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        _FLAGS[key] = re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", done.stdout) is not None
+    return _FLAGS[key]
+
+
+def skip_unsupported(args: argparse.Namespace, names: list[str], per_workload: dict[str, list[str]]) -> dict[str, str]:
+    """Take out of ``names`` and ``per_workload`` the servers whose channelserver lacks a
+    flag their command line needs (``--metrics`` before it existed); say which, and why."""
+    skipped: dict[str, str] = {}
+    for name in list(names):
+        flag = SERVERS[name].needs_flag
+        if flag is None or supports(flag, source_of(args, name)):
+            continue
+        skipped[name] = f"`python -m channelserver --help` has no {flag}"
+        say(f"skipping {name}: {skipped[name]}")
+        names.remove(name)
+        for servers in per_workload.values():
+            if name in servers:
+                servers.remove(name)
+    return skipped
+
+
 def benchmark(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
     reps = args.reps or plan.reps
@@ -840,6 +948,7 @@ def measure(
 ) -> int:
     workloads: list[str] = args.workloads
     names, per_workload = select_pairs(args)
+    skipped = skip_unsupported(args, names, per_workload)
     parsers = [what for what, workload in PARSERS.items() if workload in workloads]
     connections = {w: args.connections or CONNECTIONS[w] for w in workloads}
     cells: dict[str, dict[str, Cell]] = {}
@@ -849,9 +958,7 @@ def measure(
     servers: dict[tuple[str, str], Server] = {}
     try:
         for name in names:
-            source = args.source if name.startswith("channelserver") else None
-            if BASELINE_MARK in name:
-                source = args.baseline_source
+            source = source_of(args, name)
             apps = dict.fromkeys(app_for(w) for w in workloads if name in per_workload[w])
             for app in apps:
                 say(f"starting {name} ({app})")
@@ -926,6 +1033,7 @@ def measure(
             "pinned": {"server": sorted(server_cpus), "load": load_cpus} if server_cpus else None,
         },
         "servers": names,
+        "skipped": skipped,
         "pairs": per_workload,
         "loops": {name: SERVERS[name].loop for name in names},
         "workloads": workloads,
@@ -1217,7 +1325,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Profile channelserver on this workload instead; prints its time per operation split into "
         "server code, Channels/asgiref/Django, event loop and other.",
     )
-    parser.add_argument("--profile-server", choices=["channelserver", "channelserver-asyncio"], default="channelserver")
+    parser.add_argument(
+        "--profile-server",
+        choices=["channelserver", "channelserver-asyncio", "channelserver-log", "channelserver-json"],
+        default="channelserver",
+        help="Which channelserver command line --profile runs: the default one has no access log; "
+        "channelserver-log and channelserver-json write it as text or JSON.",
+    )
     parser.add_argument(
         "--profile-timer",
         choices=["cpu", "wall"],
