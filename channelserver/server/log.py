@@ -260,7 +260,15 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._lines.append(line)
         self._size += len(line) if line.isascii() else 4 * len(line)
         self._last = record
-        if loop is None or now or self._size >= self.limit:
+        if loop is None or now:
+            self._write()
+        else:
+            self._keep_rest(loop)
+
+    def _keep_rest(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The lines kept, on ``loop``: write them above the limit, else have the loop's
+        next turn write them (the caller holds the lock)."""
+        if self._size >= self.limit:
             self._write()
             return
         soon = self._soon
@@ -296,8 +304,20 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if made is None:
                 return False
             text = made
+        line = text + self.terminator
         with self.lock:  # type: ignore[union-attr]
-            self._keep(text + self.terminator, text, loop, False)
+            # _keep(line, text, loop, False), inlined: this is every access line's way
+            self._lines.append(line)
+            self._size += len(line) if line.isascii() else 4 * len(line)
+            self._last = text
+            soon = self._soon
+            if soon is loop and self._size < self.limit:
+                return True
+            if soon is None and self._size < self.limit:
+                self._soon = loop
+                loop.call_soon(self._turn_over, context=_EMPTY_CONTEXT)
+                return True
+            self._keep_rest(loop)
         return True
 
     def handle(self, record: logging.LogRecord) -> Any:
@@ -437,12 +457,8 @@ _SOURCE = __file__
 
 
 def _emit(message: str, status_code: int | None) -> None:
-    """The access line's way through ``logging``: a record, handed to ``Logger.handle``
-    (unless the default handler, the only one that would see it, takes the line)."""
+    """The access line's way through ``logging``: a record, handed to ``Logger.handle``."""
     logger = access_log
-    handler = _sole_handler(logger)
-    if handler is not None and handler.emit_access(message, status_code, False):
-        return
     logger.handle(_record(logger, message, {"status_code": status_code}))
 
 
@@ -640,18 +656,18 @@ def access_line(instance: AppInstance, json_format: bool = False) -> None:
         status = instance.status
         query = scope["query_string"]
         path = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
-        _emit(
+        message = (
             f'{who} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" '
-            f"{'-' if status is None else status} {took:.1f}ms",
-            status,
+            f"{'-' if status is None else status} {took:.1f}ms"
         )
     else:
         accepted, code = instance.machine.access_facts()
         verb = "WebSocket accepted" if accepted else "WebSocket rejected"
-        _emit(
-            f'{who} - "{verb} {scope["path"]}" closed {code or "-"} {took:.1f}ms',
-            101 if accepted else 403,
-        )
+        message = f'{who} - "{verb} {scope["path"]}" closed {code or "-"} {took:.1f}ms'
+        status = 101 if accepted else 403
+    handler = _sole_handler(access_log)
+    if handler is None or not handler.emit_access(message, status, False):
+        _emit(message, status)
 
 
 def access_fields(instance: AppInstance) -> dict[str, Any]:
