@@ -727,6 +727,14 @@ class HTTP2Connection(Machine):
         if self.goaway_stream_id is not None and sid > self.goaway_stream_id:
             self._rst(sid, ErrorCodes.REFUSED_STREAM)  # opened after our GOAWAY
             return
+        opened = self.h2.streams.get(sid)
+        if opened is None or opened.closed:
+            # Opened and reset by the client in the same read (h2 has read it all before its
+            # events are handled): no app for it. It counts as a reset (a rapid-reset flood
+            # is read in bursts like this).
+            self.resets += 1
+            self._check_resets(actions)
+            return
         if self.h2.open_inbound_streams > self.max_concurrent_streams and self._over_limit(sid):
             # Over the advertised limit (a client's first flight, before it read our
             # SETTINGS): this stream is refused, which a client retries; the others go on.
@@ -1276,8 +1284,13 @@ class HTTP2Connection(Machine):
         return actions
 
     def _close_all(self, actions: list[Action]) -> None:
-        """The connection ends: every app still running is told."""
+        """The connection ends: every app still running is told, and what h2 buffered of
+        the peer's frames is let go now (h2's connection is in a reference cycle: left to
+        the cycle collector, a flood's unread CONTINUATION frames would outlive it)."""
         self.phase = Phase.CLOSED
+        buffer = self.h2.incoming_buffer
+        buffer._data = bytearray()  # h2 has no call to drop them
+        buffer._headers_buffer = []
         for ws in list(self.ws.values()):
             self._ws_gone(ws, actions)
         for cycle in list(self.streams.values()):
