@@ -621,4 +621,8 @@ def test_a_zero_window_stall_holds_bounded_memory_and_costs_the_bystander_nothin
     assert not [line for line in lines if " WARNING " in line], attack.log[-3000:]
     stalled = re.compile(rf"HTTP/2 stream \d+ of {PEER} got no flow-control window for {STALL_TIMEOUT}s; reset it")
     assert sum(1 for line in lines if stalled.search(line)) == STALL_CONNECTIONS * STALL_STREAMS
-    check_bystander_and_memory(attack, [])
+    # After the resets the stalled buffers are freed, but the allocator may keep their
+    # pages (RSS is a high-water mark): bounded by what the streams were allowed to hold.
+    assert attack.rss_after - attack.rss_before < held + RSS_SLACK, attack.summary()
+    assert len(attack.latencies) >= BYSTANDER_MIN_REQUESTS, attack.summary()
+    assert attack.p99 < BYSTANDER_P99, attack.summary()
