@@ -26,7 +26,7 @@ CHECKS = PROJECTS / "checks"
 
 #: What a Django + Channels project served by channelserver installs: channelserver's own
 #: dependencies (h11, wsproto, asgiref) and the project's (Django, Channels). No Daphne.
-PROJECT_DISTRIBUTIONS = ("django", "asgiref", "sqlparse", "channels", "h11", "wsproto")
+PROJECT_DISTRIBUTIONS = ("django", "asgiref", "sqlparse", "channels", "h11", "wsproto", "h2", "hpack", "hyperframe")
 
 
 def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
