@@ -13,9 +13,11 @@ shutdown, application errors). This module holds:
   second;
 - :class:`RateLimit`, which keeps a flood of bad clients from flooding the log;
 - :func:`access_line`, the access log's line for one finished app instance, as text or as
-  one JSON object: a ``LogRecord`` handed to ``Logger.handle``, or, when the server's own
-  handler is the only thing on the way (the default set-up, nothing added), the same line
-  made without the record (see ``_sole_handler``).
+  one JSON object, made when the instance ends and logged with the other lines of that
+  loop turn at the loop's next turn: each a ``LogRecord`` handed to ``Logger.handle`` (in
+  the context the line was made in), or, when the server's own handler is the only thing
+  on the way (the default set-up, nothing added), the same lines made without records
+  (see ``_sole_handler``).
 """
 
 from __future__ import annotations
@@ -238,10 +240,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._soon: asyncio.AbstractEventLoop | None = None
         #: The newest line's record (or line), which a failed write is reported against.
         self._last: logging.LogRecord | str = ""
-        if not _batching:
-            # Before logging.shutdown (atexit runs the last registered first), and for a
-            # handler that logging.config.dictConfig took off its list of handlers.
-            atexit.register(flush_batching_handlers)
+        _flush_at_exit()
         _batching.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -280,44 +279,38 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         else:  # a turn of another thread's loop would write them: do not wait for it
             self._write()
 
-    def emit_access(self, message: str, status_code: int | None, bare: bool) -> bool:
-        """Keep the line of an access record that nothing but this handler would see (see
-        :func:`_sole_handler`), made from its parts without the record: the same text, when
-        the formatter is one that can say it (:func:`writes_access_text`), on a running
-        loop. ``bare``: a JSON line, which the server's formatters write as it is. False
-        when it cannot: the caller then makes the record and hands it to ``Logger.handle``."""
-        loop = _get_running_loop()
+    def write_access(self, entries: list[_Entry]) -> bool:
+        """Write the access lines of a loop turn (see :func:`access_line`), made from their
+        parts without records, with the lines waiting before them: the same text, when the
+        formatter is one that can say it (:func:`writes_access_text`). Only for lines
+        nothing but this handler would see (see :func:`_sole_handler`). False when it
+        cannot: the caller then makes the records and hands them to ``Logger.handle``."""
         formatter = self.formatter
-        if loop is None or type(formatter) not in _ACCESS_TEXT_CLASSES:
+        if type(formatter) not in _ACCESS_TEXT_CLASSES:
             return False
-        text = message
-        if not bare:
-            if _NS_CLOCK:
-                created, msecs, _ = _stamp()
-            else:  # _stamp(), inlined
-                created = _time()
-                msecs = int((created - int(created)) * 1000) + 0.0
-            try:
-                made = formatter.access_text(created, msecs, message, status_code)  # type: ignore[union-attr]
-            except Exception:
-                return False  # the record's way reports it
-            if made is None:
-                return False
-            text = made
-        line = text + self.terminator
+        terminator = self.terminator
+        lines = []
+        try:
+            for clock, message, status, fields, _, _ in entries:
+                if _NS_CLOCK:
+                    created, msecs, _ = _stamp(clock)
+                else:  # _stamp(clock), inlined
+                    created = clock
+                    msecs = int((created - int(created)) * 1000) + 0.0
+                if fields is None:
+                    text = formatter.access_text(created, msecs, message, status)  # type: ignore[union-attr]
+                    if text is None:
+                        return False
+                else:  # JSON, which the server's formatters write as it is
+                    text = _json_encode({"time": iso_utc(created), "pid": _pid or _read_pid(), **fields})
+                lines.append(text + terminator)
+        except Exception:
+            return False  # the records' way reports it
         with self.lock:  # type: ignore[union-attr]
-            # _keep(line, text, loop, False), inlined: this is every access line's way
-            self._lines.append(line)
-            self._size += len(line) if line.isascii() else 4 * len(line)
-            self._last = text
-            soon = self._soon
-            if soon is loop and self._size < self.limit:
-                return True
-            if soon is None and self._size < self.limit:
-                self._soon = loop
-                loop.call_soon(self._turn_over, context=_EMPTY_CONTEXT)
-                return True
-            self._keep_rest(loop)
+            self._lines += lines
+            self._size += sum(len(line) if line.isascii() else 4 * len(line) for line in lines)
+            self._last = lines[-1]
+            self._write()
         return True
 
     def handle(self, record: logging.LogRecord) -> Any:
@@ -388,9 +381,25 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._soon = None
 
 
+_exit_hook = False
+
+
+def _flush_at_exit() -> None:
+    """Have :func:`flush_batching_handlers` run at exit: before logging.shutdown (atexit
+    runs the last registered first), and for a handler that logging.config.dictConfig took
+    off logging's list of handlers."""
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(flush_batching_handlers)
+
+
 def flush_batching_handlers() -> None:
-    """Write what every :class:`BatchingStreamHandler` holds (at exit; before an
+    """Log the access lines made and not logged yet (a loop closed before its next turn),
+    then write what every :class:`BatchingStreamHandler` holds (at exit; before an
     ``os._exit``)."""
+    for turn in list(_all_turns):
+        _log_turn(turn)
     for handler in list(_batching):
         with contextlib.suppress(OSError, ValueError):  # a closed stream takes nothing more
             handler.flush()
@@ -456,10 +465,16 @@ _monotonic = time.monotonic
 _SOURCE = __file__
 
 
-def _emit(message: str, status_code: int | None) -> None:
-    """The access line's way through ``logging``: a record, handed to ``Logger.handle``."""
-    logger = access_log
-    logger.handle(_record(logger, message, {"status_code": status_code}))
+def _emit(logger: logging.Logger, entry: _Entry) -> None:
+    """An access line's way through ``logging``: its record, handed to ``Logger.handle``
+    (run in the context the line was made in, so that filters see its context variables)."""
+    clock, message, status, fields, _, task = entry
+    record = _record(logger, message or "", {"status_code": status}, clock, task)
+    if fields is not None:
+        access = {"time": iso_utc(record.created), "pid": _pid or _read_pid(), **fields}
+        record.access = access
+        record.msg = _json_encode(access)
+    logger.handle(record)
 
 
 #: The line a record names as its caller's: :func:`_emit`'s first.
@@ -469,10 +484,11 @@ _LINE = _emit.__code__.co_firstlineno
 # With the logging ``python -m channelserver`` and ``runchannelserver`` set up (and nothing
 # added to it), an access record would be made, handed to Logger.handle, and reach one
 # handler, the server's own, whose formatter turns it into a line: nothing else would see it.
-# Then the line is made without the record, the same text (the tests compare the two). A
-# filter, another handler on the way (a LOGGING configuration, a test's capture), another
-# formatter, a record factory, a Logger class or method of someone else's (error trackers
-# patch Logger.callHandlers to see every record) each send the line the record's way.
+# Then the lines of a turn are made without their records, the same text (the tests compare
+# the two), and written together. A filter, another handler on the way (a LOGGING
+# configuration, a test's capture), another formatter, a record factory, a Logger class or
+# method of someone else's (error trackers patch Logger.callHandlers to see every record)
+# each send the lines the records' way.
 _Logger = logging.Logger
 _std_handle = logging.Logger.handle
 _std_call_handlers = logging.Logger.callHandlers
@@ -513,17 +529,18 @@ def _sole_handler(logger: logging.Logger) -> BatchingStreamHandler | None:
     return found
 
 
-def _stamp() -> tuple[float, float, float]:
-    """``created``, ``msecs`` and ``relativeCreated`` of a record made now, as this
-    Python's ``LogRecord.__init__`` works them out."""
+def _stamp(clock: float | None = None) -> tuple[float, float, float]:
+    """``created``, ``msecs`` and ``relativeCreated`` of a record made at ``clock`` (a
+    ``time.time()`` reading, ``time.time_ns()`` from 3.13 on, as ``LogRecord`` reads it;
+    now by default), as this Python's ``LogRecord.__init__`` works them out."""
     if _NS_CLOCK:
-        ns = _time_ns()
+        ns = int(_time_ns() if clock is None else clock)
         created = ns / 1e9
         msecs = (ns % 1_000_000_000) // 1_000_000 + 0.0
         if msecs == 999.0 and int(created) != ns // 1_000_000_000:
             msecs = 0.0
         return created, msecs, (ns - _START) / 1e6
-    now = _time()
+    now = _time() if clock is None else clock
     return now, int((now - int(now)) * 1000) + 0.0, (now - _START) * 1000
 
 
@@ -568,10 +585,21 @@ _CHANGING_FIELDS = frozenset(
 )
 #: The template (None until the first record; empty when the quick way is not taken).
 _template: dict[str, Any] | None = None
+#: ``_record``'s default Task: the one running.
+_RUNNING: Any = object()
 
 
-def _record(logger: logging.Logger, message: str, extra: dict[str, Any]) -> logging.LogRecord:
-    """``logger.makeRecord(...)`` for an access line, without its repeated work."""
+def _record(
+    logger: logging.Logger,
+    message: str,
+    extra: dict[str, Any],
+    clock: float | None = None,
+    task: Any = _RUNNING,
+) -> logging.LogRecord:
+    """``logger.makeRecord(...)`` for an access line, without its repeated work: the record
+    of a line made at ``clock`` (see :func:`_stamp`; now by default) in ``task``
+    (3.12+: whose name is ``taskName``; by default the running Task). A record factory or
+    ``makeRecord`` of someone else's makes it now."""
     template = _template
     if template is None:
         template = _make_template(logger)
@@ -584,7 +612,7 @@ def _record(logger: logging.Logger, message: str, extra: dict[str, Any]) -> logg
         return logger.makeRecord(logger.name, _INFO, _SOURCE, _LINE, message, (), None, "access_line", extra)
     fields = template.copy()
     fields["msg"] = message
-    fields["created"], fields["msecs"], fields["relativeCreated"] = _stamp()
+    fields["created"], fields["msecs"], fields["relativeCreated"] = _stamp(clock)
     if logging.logThreads:
         fields["thread"] = _get_ident()
         fields["threadName"] = _current_thread().name
@@ -606,7 +634,9 @@ def _record(logger: logging.Logger, message: str, extra: dict[str, Any]) -> logg
         task_name = None
         if getattr(logging, "logAsyncioTasks", False):
             try:
-                task_name = asyncio.current_task().get_name()  # type: ignore[union-attr]
+                if task is _RUNNING:
+                    task = asyncio.current_task()
+                task_name = task.get_name()
             except Exception:  # no task, or no loop running, as in LogRecord
                 task_name = None
         fields["taskName"] = task_name
@@ -622,19 +652,33 @@ _pid = 0
 
 def _read_pid() -> int:
     global _pid
+    _watch_forks()
     _pid = os.getpid()
     return _pid
 
 
+_fork_hook = False
+
+
+def _watch_forks() -> None:
+    """Have :func:`_forked` run in every forked child (once the pid is kept, or lines wait)."""
+    global _fork_hook
+    if not _fork_hook:
+        _fork_hook = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forked)
+
+
 def _forked() -> None:
+    """In a forked child: its own pid; the parent logs the lines it had made."""
     global _pid
     _pid = 0
+    for turn in list(_all_turns):
+        turn.entries, turn.loop = [], None
 
 
 def _make_template(logger: logging.Logger) -> dict[str, Any]:
     global _template
-    if hasattr(os, "register_at_fork") and _template is None:
-        os.register_at_fork(after_in_child=_forked)
     fields = _LogRecord(logger.name, _INFO, _SOURCE, _LINE, "", (), None, "access_line").__dict__
     _template = dict(fields) if set(fields) == _FIXED_FIELDS | _CHANGING_FIELDS else {}
     return _template
@@ -642,32 +686,100 @@ def _make_template(logger: logging.Logger) -> dict[str, Any]:
 
 def access_line(instance: AppInstance, json_format: bool = False) -> None:
     """Log one finished app instance: an HTTP request with its status, or a WebSocket
-    with whether it was accepted and its close code; as text, or as one JSON object."""
-    if not access_log.isEnabledFor(_INFO):
-        return
+    with whether it was accepted and its close code; as text, or as one JSON object.
+
+    On a running loop the line is made now (its text, its time, the context and Task it
+    was made in) and logged at the loop's next turn, with the other lines of this turn
+    (see :func:`_log`); without one, at once."""
     if json_format:
-        _json_line(instance)
-        return
-    scope = instance.scope
-    client = scope.get("client")
-    who = f"{client[0]}:{client[1]}" if client else "-"  # scope.peer(), inlined
-    took = (_monotonic() - instance.started) * 1000
-    if scope["type"] == "http":
-        status = instance.status
-        query = scope["query_string"]
-        path = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
-        message = (
-            f'{who} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" '
-            f"{'-' if status is None else status} {took:.1f}ms"
-        )
+        message = None
+        fields: dict[str, Any] | None = access_fields(instance)
+        status = fields["status"]  # type: ignore[index]
     else:
-        accepted, code = instance.machine.access_facts()
-        verb = "WebSocket accepted" if accepted else "WebSocket rejected"
-        message = f'{who} - "{verb} {scope["path"]}" closed {code or "-"} {took:.1f}ms'
-        status = 101 if accepted else 403
-    handler = _sole_handler(access_log)
-    if handler is None or not handler.emit_access(message, status, False):
-        _emit(message, status)
+        fields = None
+        scope = instance.scope
+        client = scope.get("client")
+        who = f"{client[0]}:{client[1]}" if client else "-"  # scope.peer(), inlined
+        took = (_monotonic() - instance.started) * 1000
+        if scope["type"] == "http":
+            status = instance.status
+            query = scope["query_string"]
+            path = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
+            message = (
+                f'{who} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" '
+                f"{'-' if status is None else status} {took:.1f}ms"
+            )
+        else:
+            accepted, code = instance.machine.access_facts()
+            verb = "WebSocket accepted" if accepted else "WebSocket rejected"
+            message = f'{who} - "{verb} {scope["path"]}" closed {code or "-"} {took:.1f}ms'
+            status = 101 if accepted else 403
+    loop = _get_running_loop()
+    task = _current_task() if _TASK_NAMES and loop is not None else None
+    entry = (_time_ns() if _NS_CLOCK else _time(), message, status, fields, _copy_context(), task)
+    if loop is None:
+        _log([entry])
+        return
+    try:
+        turn = _turns.turn
+    except AttributeError:
+        turn = _turns.turn = _Turn()
+    turn.entries.append(entry)
+    if turn.loop is not loop:
+        if turn.loop is None:
+            turn.loop = loop
+            loop.call_soon(_log_turn, turn, context=_EMPTY_CONTEXT)
+        else:  # lines a loop of this thread left (it stopped before its next turn)
+            _log_turn(turn)
+
+
+# -- the access lines of a loop turn, logged together ----------------------------------------
+#: An access line made, to be logged: the clock reading it was made at (see :func:`_stamp`),
+#: its text (None for JSON), the status for the record's ``status_code``, its JSON fields
+#: (None for text), the context it was made in and its Task (3.12+, for ``taskName``).
+_Entry = tuple[float, "str | None", "int | None", "dict[str, Any] | None", contextvars.Context, Any]
+_copy_context = contextvars.copy_context
+_current_task = asyncio.current_task
+#: From 3.12 on a record names its Task.
+_TASK_NAMES = sys.version_info >= (3, 12)
+
+
+class _Turn:
+    """One thread's access lines made in the current turn of its loop."""
+
+    __slots__ = ("__weakref__", "entries", "loop")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        #: The loop whose next turn logs them.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        _all_turns.add(self)
+        _flush_at_exit()
+        _watch_forks()
+
+
+_turns = threading.local()
+_all_turns: weakref.WeakSet[_Turn] = weakref.WeakSet()
+
+
+def _log_turn(turn: _Turn) -> None:
+    entries, turn.entries, turn.loop = turn.entries, [], None
+    if entries:
+        _log(entries)
+
+
+def _log(entries: list[_Entry]) -> None:
+    """Log access lines as ``logging`` says at this moment: written by the server's own
+    handler when nothing else would see them (see :func:`_sole_handler`), else each as
+    its record handed to ``Logger.handle``, in the context its line was made in."""
+    logger = access_log
+    if not logger.isEnabledFor(_INFO):
+        return
+    handler = _sole_handler(logger)
+    if handler is not None and handler.write_access(entries):
+        return
+    for entry in entries:
+        entry[4].run(_emit, logger, entry)
 
 
 def access_fields(instance: AppInstance) -> dict[str, Any]:
@@ -732,19 +844,3 @@ def iso_utc(created: float) -> str:
 
 #: ``json.dumps(value, separators=(",", ":"))`` without making an encoder per call.
 _json_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _json_line(instance: AppInstance) -> None:
-    logger = access_log
-    fields = access_fields(instance)
-    status = fields["status"]
-    handler = _sole_handler(logger)
-    if handler is not None:
-        text = _json_encode({"time": iso_utc(_stamp()[0]), "pid": _pid or _read_pid(), **fields})
-        if handler.emit_access(text, status, True):
-            return
-    record = _record(logger, "", {"status_code": status})
-    access = {"time": iso_utc(record.created), "pid": _pid or _read_pid(), **fields}
-    record.access = access
-    record.msg = _json_encode(access)
-    logger.handle(record)

@@ -7,12 +7,14 @@ user's own handlers untouched."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import logging
 import logging.config
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 import uvloop
 
 from channelserver.logging import AccessFormatter, ConsoleFormatter, ErrorFormatter, configure_console_logging
-from channelserver.server.log import ACCESS, ERROR, PIPE_BUF, BatchingStreamHandler, configure_logging
+from channelserver.server.log import ACCESS, ERROR, PIPE_BUF, BatchingStreamHandler, access_line, configure_logging
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -370,11 +372,15 @@ def test_the_console_formatter_formats_as_the_access_and_error_formatters() -> N
 # -- at exit, in a process of its own ---------------------------------------------------------
 #: Logs through ``configure_logging``'s handler on an event loop, then ends as the case says.
 EXIT_SCRIPT = """
-import asyncio, logging, os, signal, sys
-from channelserver.server.log import configure_logging, flush_batching_handlers
+import asyncio, logging, os, signal, sys, time
+from types import SimpleNamespace
+from channelserver.server.log import access_line, configure_logging, flush_batching_handlers
 
 case, loop_kind = sys.argv[1], sys.argv[2]
-configure_logging("info")
+if case == "access lines, a user's handler":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+else:
+    configure_logging("info")
 if case == "dictConfig":  # as django.setup() does after the server set up its logging
     import logging.config
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
@@ -385,9 +391,17 @@ if loop_kind == "uvloop":
 else:
     loop = asyncio.new_event_loop()
 
+def request(n):
+    scope = {"type": "http", "client": None, "method": "GET", "path": f"/{n}", "query_string": b"",
+             "http_version": "1.1"}
+    return SimpleNamespace(scope=scope, status=200, started=time.monotonic(), cycle=None, machine=None)
+
 def last_turn():
     for n in range(1000):
-        access.info("line %d", n)
+        if case.startswith("access lines"):
+            access_line(request(n))  # made now, logged at the next turn, which never comes
+        else:
+            access.info("line %d", n)
     if case == "os._exit":
         flush_batching_handlers()
         os._exit(3)
@@ -409,7 +423,9 @@ loop.close()
 
 
 @pytest.mark.parametrize("loop_kind", list(LOOPS))
-@pytest.mark.parametrize("case", ["exit", "sigterm", "os._exit", "dictConfig"])
+@pytest.mark.parametrize(
+    "case", ["exit", "sigterm", "os._exit", "dictConfig", "access lines", "access lines, a user's handler"]
+)
 def test_no_line_is_lost_at_exit(case: str, loop_kind: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", EXIT_SCRIPT, case, loop_kind],
@@ -424,21 +440,33 @@ def test_no_line_is_lost_at_exit(case: str, loop_kind: str) -> None:
         proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == (3 if case == "os._exit" else 0), err
-    lines = [line.rsplit(" INFO ", 1)[-1] for line in err.splitlines()]
-    assert lines == [f"line {n}" for n in range(1000)], err[-2000:]
+    lines = [line.rsplit("INFO ", 1)[-1] for line in err.splitlines()]
+    if case.startswith("access lines"):
+        assert [line.split('"')[1] for line in lines] == [f"GET /{n} HTTP/1.1" for n in range(1000)], err[-2000:]
+    else:
+        assert lines == [f"line {n}" for n in range(1000)], err[-2000:]
 
 
 FORK_SCRIPT = """
-import asyncio, logging, os
-from channelserver.server.log import configure_logging
+import asyncio, logging, os, time
+from types import SimpleNamespace
+from channelserver.server.log import access_line, configure_logging, flush_batching_handlers
 
 configure_logging("info")
 access = logging.getLogger("channelserver.access")
 
+def request(path):
+    scope = {"type": "http", "client": None, "method": "GET", "path": path, "query_string": b"",
+             "http_version": "1.1"}
+    return SimpleNamespace(scope=scope, status=200, started=time.monotonic(), cycle=None, machine=None)
+
 async def main():
     access.info("logged before the fork")
+    access_line(request("/made-before-the-fork"))
     if os.fork() == 0:
         access.info("logged in the child")
+        access_line(request("/made-in-the-child"))
+        flush_batching_handlers()
         os._exit(0)
     os.wait()
     access.info("logged in the parent")
@@ -450,5 +478,106 @@ asyncio.run(main())
 def test_a_forked_child_does_not_write_its_parents_waiting_lines_again() -> None:
     done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    lines = [line.rsplit(" INFO ", 1)[-1] for line in done.stderr.splitlines()]
-    assert lines == ["logged in the child", "logged before the fork", "logged in the parent"], done.stderr
+    lines = [line.split(" INFO ", 1)[1].removesuffix("ms").rstrip("0123456789.") for line in done.stderr.splitlines()]
+    assert lines == [
+        "logged in the child",
+        '- - "GET /made-in-the-child HTTP/1.1" 200 ',
+        "logged before the fork",
+        "logged in the parent",  # in the same turn: the turn's access lines are logged after it
+        '- - "GET /made-before-the-fork HTTP/1.1" 200 ',
+    ], done.stderr
+    pids = {line.split("[", 1)[1].split("]", 1)[0] for line in done.stderr.splitlines() if "child" in line}
+    assert len(pids) == 1  # the child's lines name the child, the access line too
+
+
+# -- access lines: made when the app instance ends, logged at the loop's next turn -----------
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class Finished:
+    """A finished app instance as the access line reads it."""
+
+    def __init__(self, path: str, status: int | None = 200) -> None:
+        self.scope = {
+            "type": "http",
+            "client": ("127.0.0.1", 50312),
+            "method": "GET",
+            "path": path,
+            "query_string": b"",
+            "http_version": "1.1",
+        }
+        self.status = status
+        self.started = time.monotonic()
+        self.cycle = None
+        self.machine = None
+
+
+@pytest.fixture
+def collect(saved_loggers: None) -> Collect:
+    """A user's handler on ``channelserver.access`` (the records' way), nothing else."""
+    handler = Collect()
+    logger = logging.getLogger(ACCESS)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def test_access_lines_are_logged_at_the_next_turn_in_the_context_they_were_made_in(
+    loop: asyncio.AbstractEventLoop, collect: Collect
+) -> None:
+    seen: list[str] = []
+
+    def with_request_id(record: logging.LogRecord) -> bool:
+        seen.append(REQUEST_ID.get())
+        return True
+
+    collect.addFilter(with_request_id)
+
+    async def request(n: int) -> None:
+        REQUEST_ID.set(f"request {n}")
+        access_line(Finished(f"/{n}"))  # type: ignore[arg-type]
+        assert collect.records == []  # made, not logged yet: the three requests run in one turn
+
+    async def scenario() -> None:
+        await asyncio.gather(*(request(n) for n in range(3)))
+        await next_turn()
+        assert [r.getMessage().split('"')[1] for r in collect.records] == [f"GET /{n} HTTP/1.1" for n in range(3)]
+
+    loop.run_until_complete(scenario())
+    assert seen == ["request 0", "request 1", "request 2"]
+
+
+def test_an_access_record_has_the_time_and_task_its_line_was_made_at(
+    loop: asyncio.AbstractEventLoop, collect: Collect
+) -> None:
+    made: list[float] = []
+
+    async def request() -> None:
+        made.append(time.time())
+        access_line(Finished("/timed"))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await asyncio.create_task(request(), name="the request")
+        await next_turn()
+
+    loop.run_until_complete(scenario())
+    [record] = collect.records
+    assert made[0] <= record.created <= made[0] + 0.5
+    if sys.version_info >= (3, 12):
+        assert record.taskName == "the request"  # type: ignore[attr-defined]
+
+
+def test_an_access_line_off_the_loop_is_logged_at_once(collect: Collect) -> None:
+    access_line(Finished("/now"))  # type: ignore[arg-type]
+    assert len(collect.records) == 1
+
+
+def test_the_logging_of_the_moment_applies_to_a_turns_lines(loop: asyncio.AbstractEventLoop, collect: Collect) -> None:
+    async def scenario() -> None:
+        access_line(Finished("/a"))  # type: ignore[arg-type]
+        logging.getLogger(ACCESS).setLevel(logging.WARNING)  # before the turn ends
+        await next_turn()
+
+    loop.run_until_complete(scenario())
+    assert collect.records == []
