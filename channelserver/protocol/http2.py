@@ -1143,6 +1143,11 @@ class HTTP2Connection(Machine):
         ws = self.ws.get(sid)
         return len(ws.stream.outbox) if ws is not None and not ws.stream.sent_end else 0
 
+    def websocket_paused(self, sid: int) -> bool:
+        """Whether WebSocket stream ``sid``'s window is held back (see :meth:`pause_websocket`)."""
+        ws = self.ws.get(sid)
+        return ws is not None and ws.paused
+
     def pause_websocket(self, sid: int, paused: bool) -> list[Action]:
         """Its app's queue is full (or was emptied): the stream's window is given back only
         once it reads again, so the client stops sending, and no other stream waits."""

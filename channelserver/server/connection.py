@@ -525,7 +525,6 @@ class StreamHost:
 
     #: The instance's machine is a WebSocket machine: no HTTP/2 ``blocked()`` to ask.
     h2 = False
-    reading_paused = False
 
     def __init__(self, conn: ConnectionProtocol, stream: int) -> None:
         self.conn = conn
@@ -536,6 +535,13 @@ class StreamHost:
     @property
     def lost(self) -> bool:
         return self.conn.lost
+
+    @property
+    def reading_paused(self) -> bool:
+        """The stream's window is held back (``pause_input``): the app's ``receive()``
+        calls ``resume_input`` once its queue is short again."""
+        machine: Any = self.conn.machine
+        return bool(machine.websocket_paused(self.stream))
 
     @property
     def write_paused(self) -> bool:

@@ -108,3 +108,20 @@ def test_without_a_factory_connect_is_501_and_not_offered() -> None:
     pair = H2Pair()
     settings = [e for e in pair.events if isinstance(e, h2.events.RemoteSettingsChanged)]
     assert settings[0].changed_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL].new_value == 0
+
+
+def test_a_paused_websocket_stream_holds_its_window_and_gives_it_back_on_resume() -> None:
+    """What StreamHost asks and does when its app's queue fills and empties."""
+    pair = H2Pair(websocket=factory)
+    sid, start = connect(pair)
+    app(pair, start, {"type": "websocket.accept"})
+    machine: HTTP2Connection = pair.machine
+    pair.run(machine.pause_websocket(sid, True))
+    assert machine.websocket_paused(sid)
+    ws = Connection(ConnectionType.CLIENT)
+    pair.client.send_data(sid, ws.send(TextMessage("x" * 1000)))
+    pair.flush()
+    assert machine.ws[sid].unacked > 1000  # held back, not given to h2 to acknowledge
+    pair.run(machine.pause_websocket(sid, False))
+    assert not machine.websocket_paused(sid)
+    assert machine.ws[sid].unacked == 0  # given back on resume
