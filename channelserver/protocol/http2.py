@@ -457,6 +457,31 @@ class HTTP2Connection(Machine):
         frame.settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.max_concurrent_streams
         return frame.serialize() + data[9 + length :]
 
+    def frames_end(self, data: bytes, frames: int) -> int:
+        """Where the first ``frames`` frames that begin in ``data`` end (the frame, or the
+        preface, an earlier read left unfinished comes first and is not counted), or
+        ``len(data)`` when they reach its end. h2 reads every frame it is given before it
+        returns one event, so the I/O layer hands it this much per event-loop turn: a read
+        of hundreds of small frames (a rapid-reset burst) cannot hold the loop from every
+        other connection while h2 works through it."""
+        n = len(data)
+        head = self._frame_head
+        if head:  # a frame header begun by an earlier read
+            need = 9 - len(head)
+            if n < need:
+                return n
+            i = need + int.from_bytes((head + data[:need])[:3], "big")
+        else:
+            i = self._skip
+        while i < n:
+            if frames <= 0:
+                return i
+            if n - i < 9:
+                return n
+            i += 9 + int.from_bytes(data[i : i + 3], "big")
+            frames -= 1
+        return n
+
     def receive_data(self, data: bytes) -> list[Action]:
         if self.phase is Phase.CLOSED:
             return []

@@ -40,6 +40,9 @@ __all__ = ["ConnectionProtocol", "StreamHost"]
 
 #: Bytes a WebSocket's HTTP/2 stream may keep unsent before its app's send() waits.
 STREAM_BACKLOG = 65536
+#: HTTP/2 frames handed to h2 per event-loop turn (a few milliseconds of its work at most;
+#: a read holds more only when its frames are small: a browser's first flight, a flood).
+H2_FRAMES_PER_TURN = 100
 
 error_log = logging.getLogger(ERROR)
 
@@ -61,6 +64,7 @@ class ConnectionProtocol(asyncio.Protocol):
         "depth",
         "drain_waiters",
         "h2",
+        "h2_unread",
         "heard_waiters",
         "instances",
         "loop",
@@ -115,6 +119,9 @@ class ConnectionProtocol(asyncio.Protocol):
         self.heard_waiters: list[asyncio.Future[None]] = []
         #: The drain of each WebSocket carried by an HTTP/2 stream, by stream id.
         self.stream_drains: dict[int, ConnectionDrain] = {}
+        #: HTTP/2 bytes read but not yet given to the machine (reading is paused until
+        #: they are): it takes ``H2_FRAMES_PER_TURN`` frames per event-loop turn.
+        self.h2_unread = b""
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,11 +190,43 @@ class ConnectionProtocol(asyncio.Protocol):
                 self._start_h2()
             elif self.state.config.http == "2":
                 self.run(self.machine.refuse_connection(505, "HTTP/1.1 (the server speaks HTTP/2 only)"))  # type: ignore[attr-defined]
-        self.run(self.machine.receive_data(data))
+        if self.h2:
+            if self.h2_unread:  # read while paused (a TLS record already decrypted): in order
+                self.h2_unread += data
+                return
+            self._read_h2(data)
+        else:
+            self.run(self.machine.receive_data(data))
         if self.heard_waiters:
             self._release(self.heard_waiters)
 
+    def _read_h2(self, data: bytes) -> None:
+        """Give the HTTP/2 machine at most ``H2_FRAMES_PER_TURN`` frames of ``data``; the
+        rest waits for the next event-loop turn, with reading paused."""
+        machine: HTTP2Connection = self.machine  # type: ignore[assignment]
+        end = machine.frames_end(data, H2_FRAMES_PER_TURN)
+        if end < len(data):
+            if not self.h2_unread and self.transport is not None and not self.lost:
+                self.transport.pause_reading()
+                self.loop.call_soon(self._read_h2_more)
+            self.h2_unread = data[end:]
+            data = data[:end]
+        self.run(machine.receive_data(data))
+
+    def _read_h2_more(self) -> None:
+        data, self.h2_unread = self.h2_unread, b""
+        if self.lost or not data:
+            return
+        self._read_h2(data)
+        if self.heard_waiters:
+            self._release(self.heard_waiters)
+        if not self.h2_unread and not self.lost and self.transport is not None:
+            self.transport.resume_reading()
+
     def eof_received(self) -> bool | None:
+        if self.h2_unread:  # the frames before the end come first
+            data, self.h2_unread = self.h2_unread, b""
+            self.run(self.machine.receive_data(data))
         self.run(self.machine.eof())
         if self.heard_waiters:
             self._release(self.heard_waiters)

@@ -24,13 +24,14 @@ spin loop on each, the bounds held (p99 at most 35 ms, PRIORITY the slowest); wi
 spin loops per core they did not always (p99 50-110 ms for PRIORITY, CONTINUATION, HPACK
 bomb, empty DATA).
 
-Every flood but one meets its bounds. Two did not at first, and the server was changed: a
+Every flood meets its bounds. Three did not at first, and the server was changed: a
 rapid-reset burst (each flooded connection's 260 HEADERS+RST_STREAM, one read) held the
-event loop 25-35 ms (bystander p99 110-210 ms) while every stream got an app, and a
-CONTINUATION flood raised RSS by tens of MiB (h2's buffers of closed connections waited for
-the cycle collector). Memory is now flat for both; rapid reset's bystander p99 is still
-over 50 ms on some runs (h2 reading the burst): ``KNOWN_SLOW`` lists it, an expected failure
-with its figures, checked for everything else.
+event loop 25-35 ms (bystander p99 110-210 ms) while every stream got an app; streams
+opened and reset in one read now get none, and h2 is given at most 100 frames per
+event-loop turn (it reads every frame it is given before it returns one event: 520 small
+frames were 15-25 ms of the loop; the bystander's p99 went from 40-87 ms to about 8 ms).
+A CONTINUATION flood raised RSS by tens of MiB (h2's buffers of closed connections waited
+for the cycle collector); a closed connection now lets them go at once.
 """
 
 from __future__ import annotations
@@ -573,16 +574,9 @@ CASES = [
 ]
 
 
-#: Why a flood's bystander is known to miss the p99 bound (an xfail, with the figures).
-KNOWN_SLOW = {
-    "rapid reset": (
-        "each flooded connection's 260 HEADERS+RST_STREAM are one read: h2 reads all 520 "
-        "frames in one go (formatting each for its debug log even with logging off), about "
-        "15-25 ms of the event loop, and the attacker reconnects at once; the bystander's "
-        "p99 was 40 ms on Python 3.11 and 87 ms on 3.13 (2 cores); streams opened and reset "
-        "in one read get no app, which took it down from 110-210 ms"
-    ),
-}
+#: Why a flood's bystander is known to miss the p99 bound: none now (rapid reset was, until
+#: h2 got its frames a turn's worth at a time).
+KNOWN_SLOW: dict[str, str] = {}
 
 
 #: Why a flood is known to grow the server's RSS past ``RSS_SLACK``: none now. A closed
