@@ -114,3 +114,26 @@ def test_the_text_format_parses_back_with_cumulative_buckets_and_every_metric_de
     assert samples[(bucket, (("le", "0.025"),))] == 2  # cumulative
     assert samples[(bucket, (("le", "+Inf"),))] == 2
     assert samples[("channelserver_http_request_duration_seconds_count", ())] == 2
+
+
+def test_requests_are_counted_by_method_and_status_class() -> None:
+    metrics = Metrics()
+    for method, status in [
+        ("GET", 200),
+        ("GET", 204),
+        ("POST", 503),
+        ("BREW", 404),  # a method outside the known seven: "other"
+        ("other", None),  # the client left before a response
+        ("GET", 700),  # the table lets 100-999 through: no class above 5xx
+        ("DELETE", 101),
+    ]:
+        metrics.request_done(method, status, 0.01)
+    assert metrics.requests == {
+        ("GET", "2xx"): 2,
+        ("POST", "5xx"): 1,
+        ("other", "4xx"): 1,
+        ("other", "none"): 1,
+        ("GET", "none"): 1,
+        ("DELETE", "1xx"): 1,
+    }
+    assert metrics.duration.counts[3] == 7  # 0.01 s: the le="0.01" bucket
