@@ -100,7 +100,7 @@ METRICS: tuple[Metric, ...] = (
         "channelserver_connections_open",
         "gauge",
         ("worker", "protocol"),
-        "Open connections, by protocol (websocket once upgraded).",
+        "Open connections by protocol: websocket, the open WebSockets (HTTP/1.1 upgrades and HTTP/2 streams); http, the other connections.",
     ),
     Metric("channelserver_app_instances", "gauge", ("worker",), "App instances running."),
     Metric(

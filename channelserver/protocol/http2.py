@@ -802,7 +802,10 @@ class HTTP2Connection(Machine):
         cycle.request_ended = bool(event.stream_ended)
         if method == b"CONNECT" and protocol == b"websocket" and self.websocket is not None:
             cycle.app = False  # the stream's app is the WebSocket's: see _open_websocket
-            self._open_websocket(cycle, target, headers, actions)
+            # the server's WebSocket limits (ws_max_connections, ws_accept_rate) first, as
+            # for an HTTP/1.1 handshake
+            if not self._gated(Head(b"GET", target, b"2", headers, True, size, None, False, False), cycle, actions):
+                self._open_websocket(cycle, target, headers, actions)
             return
         if method == b"CONNECT":
             cycle.app = False
@@ -821,20 +824,8 @@ class HTTP2Connection(Machine):
                 actions.append(Log("warning", f"Refused request from {self.client_text}: {why} (answered 413)"))
                 self._server_answer(cycle, 413, f"Content Too Large: {why}\n", (), actions)
                 return
-        if self.gate is not None:
-            head = Head(method, target, b"2", headers, False, size, content_length, False, False)
-            answer = self.gate(head)
-            if answer is not None:
-                cycle.app = False
-                if answer.why is not None:
-                    actions.append(
-                        Log(
-                            "warning",
-                            f"Refused request from {self.client_text}: {answer.why} (answered {answer.status})",
-                        )
-                    )
-                self._server_answer(cycle, answer.status, answer.text, answer.headers, actions)
-                return
+        if self._gated(Head(method, target, b"2", headers, False, size, content_length, False, False), cycle, actions):
+            return
         extensions: dict[str, Any] = {
             "http.response.trailers": {},
             "http.response.pathsend": {},
@@ -907,6 +898,21 @@ class HTTP2Connection(Machine):
         cycle.request_ended = True
         if cycle.app and not cycle.told:
             actions.append(Deliver(cycle, {"type": "http.request", "body": b"", "more_body": False}))
+
+    def _gated(self, head: Head, cycle: StreamCycle, actions: list[Action]) -> bool:
+        """The server's gate (health checks, limits) answered the stream itself."""
+        if self.gate is None:
+            return False
+        answer = self.gate(head)
+        if answer is None:
+            return False
+        cycle.app = False
+        if answer.why is not None:
+            actions.append(
+                Log("warning", f"Refused request from {self.client_text}: {answer.why} (answered {answer.status})")
+            )
+        self._server_answer(cycle, answer.status, answer.text, answer.headers, actions)
+        return True
 
     def _body_too_large(self, cycle: StreamCycle, actions: list[Action]) -> None:
         why = f"request body over the {self.max_body_size} bytes accepted"

@@ -77,6 +77,7 @@ class ConnectionProtocol(asyncio.Protocol):
         "sniffed",
         "state",
         "stream_drains",
+        "stream_sockets",
         "timers",
         "to_start",
         "transport",
@@ -119,6 +120,10 @@ class ConnectionProtocol(asyncio.Protocol):
         self.heard_waiters: list[asyncio.Future[None]] = []
         #: The drain of each WebSocket carried by an HTTP/2 stream, by stream id.
         self.stream_drains: dict[int, ConnectionDrain] = {}
+        #: The WebSocket machine of each HTTP/2 stream that carries one, until it is counted
+        #: (its app returned; or, for a handshake refused before any app, the connection
+        #: ended): open WebSockets and, with ``--metrics``, how each ended.
+        self.stream_sockets: dict[int, WebSocketConnection] = {}
         #: HTTP/2 bytes read but not yet given to the machine (reading is paused until
         #: they are): it takes ``H2_FRAMES_PER_TURN`` frames per event-loop turn.
         self.h2_unread = b""
@@ -243,14 +248,23 @@ class ConnectionProtocol(asyncio.Protocol):
         self._release(self.heard_waiters)
         if self.ws_drain is not None:
             self.ws_drain.on_idle = _nothing  # the drain no longer refers back to us
-            self.state.ws_open -= 1
-            if self.state.metrics is not None:
-                self._count_websocket(self.state.metrics)
+            self._websocket_gone(self.machine)  # type: ignore[arg-type]
+        if self.stream_sockets:  # HTTP/2 streams' handshakes no app ever answered
+            running = {id(instance.machine) for instance in self.instances.values()}
+            for sid, machine in list(self.stream_sockets.items()):
+                if id(machine) not in running:
+                    del self.stream_sockets[sid]
+                    self._websocket_gone(machine, stream=True)
         self.state.connection_closed(self)
 
-    def _count_websocket(self, metrics: Metrics) -> None:
-        machine = self.machine
-        assert isinstance(machine, WebSocketConnection)
+    def _websocket_gone(self, machine: WebSocketConnection, stream: bool = False) -> None:
+        """One WebSocket (this connection's, or an HTTP/2 stream's) is no longer open."""
+        self.state.ws_open -= 1
+        self.state.ws_streams -= stream
+        if self.state.metrics is not None:
+            self._count_websocket(self.state.metrics, machine)
+
+    def _count_websocket(self, metrics: Metrics, machine: WebSocketConnection) -> None:
         accepted, code = machine.access_facts()
         if not accepted:
             metrics.websocket_gone(machine.outcome or "failed", None, None)
@@ -389,6 +403,8 @@ class ConnectionProtocol(asyncio.Protocol):
             self.stream_drains.pop(stream, None)
         if actions:
             self.run(actions)
+        if stream is not None and self.stream_sockets.pop(stream, None) is not None:
+            self._websocket_gone(instance.machine, stream=True)  # type: ignore[arg-type]
         self.instances.pop(instance.cycle, None)
         if instance.scope["type"] == "http":
             self.state.http_in_flight -= 1
@@ -483,7 +499,10 @@ class ConnectionProtocol(asyncio.Protocol):
         drain = ConnectionDrain(self.state.drain_started, self.state.config.graceful_timeout, lambda: None)
         drain.on_idle = lambda: self._stream_drained(sid)
         self.stream_drains[sid] = drain
-        return self._websocket(request, b"", {DRAIN_EXTENSION: drain.extension()})
+        self.stream_sockets[sid] = machine = self._websocket(request, b"", {DRAIN_EXTENSION: drain.extension()})
+        self.state.ws_open += 1
+        self.state.ws_streams += 1
+        return machine
 
     def _stream_drained(self, sid: int) -> None:
         self.stream_drains.pop(sid, None)

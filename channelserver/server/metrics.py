@@ -35,6 +35,7 @@ class ServerState(Protocol):
     connections: set[Any]
     refused: dict[str, int]
     ws_open: int
+    ws_streams: int
     draining: bool
 
 
@@ -200,7 +201,7 @@ class Metrics:
             },
             gauges={
                 "channelserver_connections_open": {
-                    ("http",): len(state.connections) - state.ws_open,
+                    ("http",): len(state.connections) - (state.ws_open - state.ws_streams),
                     ("websocket",): state.ws_open,
                 },
                 "channelserver_app_instances": {(): len(state.instances)},

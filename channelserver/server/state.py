@@ -92,8 +92,10 @@ class ServerState:
         #: connections are asked to close ``drain_delay`` later, when shutting_down is set.
         self.draining = False
         self.shutting_down = False
-        #: Open WebSocket connections (upgraded), and HTTP requests whose app runs.
+        #: Open WebSockets (HTTP/1.1 upgrades and HTTP/2 streams: ``ws_max_connections``
+        #: counts both), the HTTP/2 streams among them, and HTTP requests whose app runs.
         self.ws_open = 0
+        self.ws_streams = 0
         self.http_in_flight = 0
         #: Requests refused by each limit, for the log.
         self.refused = {"ws_max_connections": 0, "ws_accept_rate": 0, "limit_concurrency": 0}

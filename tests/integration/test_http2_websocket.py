@@ -6,8 +6,10 @@ reset stream is the peer gone; a drain closes each with 1012 after its GOAWAY.""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import httpx
 import pytest
 from hyperframe.frame import DataFrame, Frame
+from prometheus_client.parser import text_string_to_metric_families
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Event, TextMessage
 
@@ -287,3 +291,55 @@ def test_a_drain_hold_keeps_its_websocket_stream_open_until_it_ends() -> None:
             conn.close()
         assert conn.closes(held) == [1012]
         assert server.wait() == 0, server.text
+
+
+def test_websockets_over_http2_are_in_the_metrics_and_under_ws_max_connections() -> None:
+    """An HTTP/2 stream's WebSocket counts as an open WebSocket while it lasts (its
+    connection stays under ``http``), toward ``ws_max_connections``, and, once over, in the
+    handshakes by outcome, the closes by code and side, and the messages each way."""
+    metrics_line = re.compile(rb"Metrics on http://127\.0\.0\.1:(\d+)/metrics")
+    with channelserver("core_app:app", "--metrics", "127.0.0.1:0", "--ws-max-connections", "3") as server:
+        url = f"http://127.0.0.1:{server.wait_for(metrics_line)}/metrics"
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            text = httpx.get(url, timeout=10).text
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+            return sum(v for (n, have), v in samples.items() if n == name and set(labels.items()) <= set(have))
+
+        conn = H2WebSockets(server.port)
+        try:
+            sids = [conn.open("/ws/echo") for _ in range(3)]
+            conn.read_until(lambda: all(sid in conn.status for sid in sids))
+            assert [conn.status[sid] for sid in sids] == [200, 200, 200]
+            over = conn.open("/ws/echo")  # a fourth: over ws_max_connections
+            rejected = conn.open("/ws/reject")  # refused by the limit too, before its app
+            conn.read_until(lambda: {over, rejected} <= conn.ended)
+            assert conn.status[over] == 503 and conn.status[rejected] == 503
+            for sid in sids:
+                conn.send(sid, TextMessage("hi"))
+            conn.read_until(lambda: all(conn.texts(sid) for sid in sids))
+            samples = scrape()
+            assert value(samples, "channelserver_connections_open", protocol="websocket") == 3
+            assert value(samples, "channelserver_connections_open", protocol="http") == 1  # the HTTP/2 one
+            assert value(samples, "channelserver_refused_total", limit="ws_max_connections") == 2
+            conn.send(sids[0], CloseConnection(code=1000))  # the client closes one
+            conn.read_until(lambda: sids[0] in conn.ended)
+            conn.h2.reset_stream(sids[1])  # resets one: no close frame
+            conn.flush()
+        finally:
+            conn.close()  # the third goes with the connection
+        deadline = time.monotonic() + 10
+        while value(samples := scrape(), "channelserver_connections_open") != 0:
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.05)
+        assert value(samples, "channelserver_websocket_handshakes_total", outcome="accepted") == 3
+        assert value(samples, "channelserver_websocket_closes_total", code="1000", side="client") == 1
+        assert value(samples, "channelserver_websocket_closes_total", code="1006", side="client") == 2
+        assert value(samples, "channelserver_websocket_messages_total", direction="in") == 3
+        assert value(samples, "channelserver_websocket_messages_total", direction="out") == 3
