@@ -4,12 +4,17 @@ them (parsed back with its own parser)."""
 
 from __future__ import annotations
 
+import bisect
+import random
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from channelserver.monitor.catalog import DURATION_BUCKETS, LAG_BUCKETS, METRICS
+from channelserver.monitor.catalog import DURATION_BUCKETS, LAG_BUCKETS, METRICS, SIZE_BUCKETS
 from channelserver.monitor.exposition import Exposition
 from channelserver.monitor.snapshot import Gathered, Snapshot
 from channelserver.server.metrics import Histogram, Metrics
+
+SIZE_BOUNDS_INT = tuple(int(bound) for bound in SIZE_BUCKETS)
 
 
 def worker_snapshot(requests: int, open_ws: int, lag: list[float]) -> Snapshot:
@@ -136,4 +141,20 @@ def test_requests_are_counted_by_method_and_status_class() -> None:
         ("GET", "none"): 1,
         ("DELETE", "1xx"): 1,
     }
-    assert metrics.duration.counts[3] == 7  # 0.01 s: the le="0.01" bucket
+    assert metrics.duration.copy()[0][3] == 7  # 0.01 s: the le="0.01" bucket
+
+
+def test_a_histogram_folded_in_any_batches_counts_as_one_value_at_a_time() -> None:
+    """``observe`` keeps, ``fold`` counts (sorted, bisected): the same buckets and sum as
+    counting each value as it comes, whatever the batches, bounds included."""
+    rng = random.Random(7)
+    values = [rng.choice([0, 1, 63, 64, 65, 256, 1024, 5000, 1 << 20, (1 << 20) + 1, 1 << 24]) for _ in range(3000)]
+    histogram = Histogram(SIZE_BOUNDS_INT, 0)
+    expected = [0] * (len(SIZE_BOUNDS_INT) + 1)
+    for value in values:
+        histogram.observe(value)
+        expected[bisect.bisect_left(SIZE_BOUNDS_INT, value)] += 1
+        if rng.random() < 0.01:
+            histogram.fold()
+    assert histogram.copy() == (expected, sum(values))
+    assert histogram.pending == []
