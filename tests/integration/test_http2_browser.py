@@ -24,6 +24,7 @@ what lets the page load.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import shutil
 import ssl
@@ -146,8 +147,8 @@ def playwright(chromium: str) -> Iterator[Any]:
         yield instance
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Any, chromium: str, pki: PKI) -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium_trusting(playwright: Any, chromium: str, pki: PKI) -> Iterator[Any]:
     """Chromium trusting the test server's key (and nothing else it would not trust)."""
     pin = f"--ignore-certificate-errors-spki-list={spki_sha256(pki.server_cert)}"
     instance = playwright.chromium.launch(executable_path=chromium, args=[*CHROMIUM_ARGS, pin])
@@ -157,8 +158,15 @@ def browser(playwright: Any, chromium: str, pki: PKI) -> Iterator[Any]:
         instance.close()
 
 
+@pytest.fixture(scope="module")
+def browser(playwright: Any, chromium: str, pki: PKI) -> Iterator[Any]:
+    with chromium_trusting(playwright, chromium, pki) as instance:
+        yield instance
+
+
 class Page:
-    """The event-stream page in a context of its own, recording the page's script errors."""
+    """A test page in a context of its own, recording the page's script errors (this
+    file's event-stream page, test_http2_graphql_browser.py's subscriptions page)."""
 
     def __init__(self, browser: Any, url: str) -> None:
         self.context = browser.new_context()
@@ -192,9 +200,14 @@ class Page:
         result: list[str] = self.page.evaluate("window.errors")
         return result
 
+    def evaluate(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
     def close(self) -> None:
-        assert self.errors == [], f"script errors on the page: {self.errors}"
-        self.context.close()
+        try:
+            assert self.errors == [], f"script errors on the page: {self.errors}"
+        finally:
+            self.context.close()
 
 
 def page_url(server: ServerProcess, group: str) -> str:

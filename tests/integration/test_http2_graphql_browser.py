@@ -41,11 +41,11 @@ import pytest
 from tests.apps.wire import token
 from tests.demo.conftest import fresh_db, migrate, require_executable
 from tests.integration.test_http2_browser import (
-    CHROMIUM_ARGS,
     H1_CONNECTIONS,
     TIMEOUT_MS,
+    Page,
     assert_quiet,
-    spki_sha256,
+    chromium_trusting,
 )
 from tests.integration.test_tls_proxy import PKI, make_pki
 from tests.servers import ServerProcess, tls_channelserver
@@ -149,43 +149,10 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def browser(chromium: str, pki: PKI) -> Iterator[Any]:
-    """Chromium trusting the test server's key (and nothing else it would not trust)."""
     from playwright.sync_api import sync_playwright
 
-    pin = f"--ignore-certificate-errors-spki-list={spki_sha256(pki.server_cert)}"
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium, args=[*CHROMIUM_ARGS, pin])
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
-class Page:
-    """The streams page in a context of its own, recording the page's script errors."""
-
-    def __init__(self, browser: Any, url: str) -> None:
-        self.context = browser.new_context()
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.script_errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.script_errors.append(str(error)))
-        response = self.page.goto(url)
-        assert response is not None and response.ok
-
-    def outcome(self) -> str:
-        """Wait until every stream is done or one failed; which one."""
-        self.page.wait_for_selector('#status:not([data-state="running"])')
-        return str(self.page.get_attribute("#status", "data-state"))
-
-    def evaluate(self, script: str, arg: Any = None) -> Any:
-        return self.page.evaluate(script, arg)
-
-    def close(self) -> None:
-        try:
-            assert self.script_errors == [], f"script errors on the page: {self.script_errors}"
-        finally:
-            self.context.close()
+    with sync_playwright() as playwright, chromium_trusting(playwright, chromium, pki) as instance:
+        yield instance
 
 
 def page_url(server: ServerProcess, group: str, text: str) -> str:
